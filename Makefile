@@ -1,0 +1,34 @@
+# The order saga platform — see README.md.
+SHELL := /bin/bash
+STACK := scripts/stack.sh
+PY := .venv/bin/python
+ARGS ?= status
+
+.PHONY: up down demo test ctl lint fmt deps rabbitmqctl test-unit test-integration test-e2e
+
+up:            ## install what is missing, start everything, wait for health
+	@$(STACK) up
+
+down:          ## stop everything `make up` started; data is kept
+	@$(STACK) down
+
+demo: up       ## place one order per saga path and print each timeline
+	@$(PY) scripts/demo.py
+
+test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ and processes
+	@scripts/test.sh
+
+ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
+	@$(STACK) ctl $(ARGS)
+
+rabbitmqctl:   ## rabbitmqctl for our node: make rabbitmqctl ARGS="list_queues -p saga"
+	@$(STACK) rabbitmqctl $(ARGS)
+
+deps:
+	@$(STACK) deps
+
+lint: deps
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+fmt: deps
+	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .

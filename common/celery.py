@@ -1,0 +1,39 @@
+"""The Celery app of a service: hosts the event consumer and the periodic tasks.
+
+Events are consumed by a consumer bootstep (``EventConsumerStep``) rather than as
+Celery tasks: events are plain JSON envelopes (not Celery task messages, so any
+producer can emit them), and every delivery — even an undecodable one — reaches
+our code, which decides ack / retry / park. Celery gives us the process model,
+reconnection, remote control and Flower.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, bootsteps
+
+log = logging.getLogger("saga.worker")
+
+
+class EventConsumerStep(bootsteps.ConsumerStep):
+    """Consumes ``<service>.events``; re-created by Celery after a reconnect."""
+
+    def get_consumers(self, channel):
+        from common.broker import topology
+        from common.consumer import EventConsumer
+        from common.topology import declare_service
+
+        if getattr(self, "_event_consumer", None) is None:
+            self._event_consumer = EventConsumer()
+        declare_service(channel, topology())
+        log.info("consuming %s", topology().events_queue.name)
+        return [self._event_consumer.consumer(channel)]
+
+
+def make_celery(service: str) -> Celery:
+    app = Celery(f"{service}_svc")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.steps["consumer"].add(EventConsumerStep)
+    app.autodiscover_tasks()
+    return app

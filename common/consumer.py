@@ -1,0 +1,200 @@
+"""Consuming events: decode, validate, dedup, handle, and decide ack / retry / park.
+
+``process_delivery`` is the whole decision, independent of the broker so it can
+be unit-tested; ``EventConsumer`` wires it to a kombu message: it acks only
+after the handler's transaction committed, and moves failures to this
+service's retry tiers or parking lot (publish with confirm first, then ack, so
+a crash in between can only duplicate, which the inbox absorbs).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from kombu import Consumer
+from kombu.message import Message
+
+from common import faults, metrics
+from common.broker import Publisher, registry, topology
+from common.context import handling
+from common.contracts import validate_envelope
+from common.envelope import Envelope, EnvelopeError
+from common.inbox import inbox_claim
+from common.registry import EventRegistry
+
+log = logging.getLogger("saga.consumer")
+
+ATTEMPT_HEADER = "x-saga-attempt"
+LAST_ERROR_HEADER = "x-saga-last-error"
+PARK_REASON_HEADER = "x-saga-park-reason"
+PARKED_AT_HEADER = "x-saga-parked-at"
+SERVICE_HEADER = "x-saga-service"
+ORIGINAL_HEADERS_HEADER = "x-saga-original-headers"
+MAX_HEADER_TEXT = 2000
+
+
+class Disposition(enum.Enum):
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    PARK = "park"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    disposition: Disposition
+    reason: str = ""
+    envelope: Envelope | None = None
+
+
+def process_delivery(body: bytes, *, events: EventRegistry, service: str) -> Outcome:
+    """Handle one delivery's body; never raises for a bad message or a failing handler."""
+    try:
+        envelope = Envelope.from_json(body)
+        validate_envelope(envelope)
+    except EnvelopeError as exc:
+        return Outcome(Disposition.PARK, f"malformed event: {exc}")
+    registration = events.get(envelope.event_type)
+    if registration is None:
+        return Outcome(
+            Disposition.PARK,
+            f"{service} has no handler for {envelope.event_type} (stale binding or misrouted event)",
+            envelope,
+        )
+    try:
+        with transaction.atomic():
+            if not inbox_claim(envelope):
+                return Outcome(Disposition.DUPLICATE, "already handled", envelope)
+            with handling(envelope):
+                registration.handler(envelope)
+            faults.point("consumer.before_commit", service=service)
+    except Exception as exc:  # noqa: BLE001 - every failure goes to the retry tiers
+        return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
+    return Outcome(Disposition.HANDLED, envelope=envelope)
+
+
+def _attempt(headers: dict[str, Any]) -> int:
+    try:
+        return max(0, int(headers.get(ATTEMPT_HEADER, 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _log_extra(outcome: Outcome, attempt: int) -> dict[str, Any]:
+    envelope = outcome.envelope
+    return {
+        "saga_id": envelope.saga_id if envelope else None,
+        "event_id": envelope.event_id if envelope else None,
+        "event_type": envelope.event_type if envelope else None,
+        "trace_id": (envelope.trace.get("traceparent", "")[3:35] if envelope else None),
+        "attempt": attempt,
+    }
+
+
+class EventConsumer:
+    """Consumes this service's events queue; one message at a time per process."""
+
+    def __init__(self) -> None:
+        self.service: str = settings.SERVICE_NAME
+        self.events = registry()
+        self.topology = topology()
+        self.publisher = Publisher()
+
+    def consumer(self, channel: Any) -> Consumer:
+        # Prefetch: enough to hide the broker round trip while one message is
+        # handled, small enough that a crashed worker strands little and that
+        # several worker processes share a burst fairly.
+        return Consumer(
+            channel,
+            queues=[self.topology.events_queue],
+            on_message=self.on_message,
+            prefetch_count=settings.SAGA_PREFETCH,
+            accept=None,
+        )
+
+    def on_message(self, message: Message) -> None:
+        try:
+            self._on_message(message)
+        except Exception:
+            # Could not ack/forward (the broker or our publisher connection is
+            # down). Leave the message to the broker: requeue it if the channel
+            # still works, else it is redelivered when the connection drops.
+            log.exception("could not settle a delivery; requeueing it")
+            time.sleep(1.0)
+            try:
+                message.requeue()
+            except Exception:  # noqa: BLE001 - redelivered on reconnect anyway
+                log.warning("requeue failed; the broker will redeliver on reconnect")
+                raise
+
+    def _on_message(self, message: Message) -> None:
+        started = time.perf_counter()
+        close_old_connections()
+        headers = dict(message.headers or {})
+        attempt = _attempt(headers)
+        outcome = process_delivery(message.body, events=self.events, service=self.service)
+        extra = _log_extra(outcome, attempt)
+        event_type = extra["event_type"] or "unknown"
+        if outcome.disposition is Disposition.HANDLED:
+            faults.point("consumer.after_commit", service=self.service)
+            message.ack()
+            log.info("handled %s", event_type, extra=extra)
+        elif outcome.disposition is Disposition.DUPLICATE:
+            message.ack()
+            log.info("duplicate %s absorbed by the inbox", event_type, extra=extra)
+        elif outcome.disposition is Disposition.RETRY:
+            close_old_connections()
+            tiers = self.topology.tiers
+            if attempt < len(tiers):
+                self._forward(message, headers, exchange=self.topology.retry_exchange,
+                              routing_key=tiers[attempt],
+                              extra_headers={ATTEMPT_HEADER: attempt + 1,
+                                             LAST_ERROR_HEADER: outcome.reason[:MAX_HEADER_TEXT]})
+                log.warning("retrying %s in tier %s: %s", event_type, tiers[attempt],
+                            outcome.reason, extra=extra)
+            else:
+                self._park(message, headers, attempt,
+                           reason=f"retries exhausted after {attempt + 1} attempts",
+                           last_error=outcome.reason)
+                log.error("parked %s after %d attempts: %s", event_type, attempt + 1,
+                          outcome.reason, extra=extra)
+        else:
+            self._park(message, headers, attempt, reason=outcome.reason, last_error="")
+            log.error("parked %s: %s", event_type, outcome.reason, extra=extra)
+        metrics.observe_delivery(self.service, event_type, outcome.disposition.value,
+                                 time.perf_counter() - started)
+
+    def _park(self, message: Message, headers: dict[str, Any], attempt: int, *,
+              reason: str, last_error: str) -> None:
+        self._forward(
+            message, {}, exchange=self.topology.parked_exchange, routing_key="",
+            extra_headers={
+                PARK_REASON_HEADER: reason[:MAX_HEADER_TEXT],
+                ATTEMPT_HEADER: attempt,
+                LAST_ERROR_HEADER: last_error[:MAX_HEADER_TEXT],
+                PARKED_AT_HEADER: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                SERVICE_HEADER: self.service,
+                ORIGINAL_HEADERS_HEADER: {k: v for k, v in headers.items()
+                                          if k != ORIGINAL_HEADERS_HEADER},
+            },
+        )
+
+    def _forward(self, message: Message, headers: dict[str, Any], *, exchange: Any,
+                 routing_key: str, extra_headers: dict[str, Any]) -> None:
+        """Publish a copy (confirmed), then ack the original: never zero copies."""
+        properties = message.properties or {}
+        self.publisher.publish(
+            message.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            headers={**headers, **extra_headers},
+            message_id=properties.get("message_id"),
+            message_type=properties.get("type"),
+        )
+        message.ack()

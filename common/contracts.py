@@ -1,0 +1,43 @@
+"""The event contracts (``contracts/events.json``): payload schemas by type and version."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from common.envelope import Envelope, EnvelopeError
+from common.settings import BASE_DIR
+
+CONTRACTS_FILE = BASE_DIR / "contracts" / "events.json"
+
+
+@cache
+def _validators() -> dict[tuple[str, int], Draft202012Validator]:
+    doc = json.loads(CONTRACTS_FILE.read_text())
+    return {
+        (event_type, int(version)): Draft202012Validator(schema)
+        for event_type, versions in doc["events"].items()
+        for version, schema in versions.items()
+    }
+
+
+def known_event_types() -> set[str]:
+    return {event_type for event_type, _ in _validators()}
+
+
+def validate_payload(event_type: str, schema_version: int, payload: dict[str, Any]) -> None:
+    """Raise :class:`EnvelopeError` naming the first problem, if the payload breaks its schema."""
+    validator = _validators().get((event_type, schema_version))
+    if validator is None:
+        raise EnvelopeError(f"no contract for {event_type} schema_version {schema_version}")
+    error = next(iter(sorted(validator.iter_errors(payload), key=lambda e: e.path)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
+        raise EnvelopeError(f"{event_type} v{schema_version} payload invalid at {where}: {error.message}")
+
+
+def validate_envelope(envelope: Envelope) -> None:
+    validate_payload(envelope.event_type, envelope.schema_version, envelope.payload)

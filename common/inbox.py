@@ -1,0 +1,30 @@
+"""The idempotent consumer: one inbox row per handled event, in the handler's transaction."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.utils import timezone
+
+from common.envelope import Envelope
+
+
+def inbox_claim(envelope: Envelope) -> bool:
+    """Record ``envelope`` as handled; False if it already was (a duplicate).
+
+    Must run in the same transaction as the handler's effect. A concurrent
+    duplicate blocks on the primary key until the first commits, then sees the
+    conflict: exactly one of them applies the effect.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO messaging_inbox (event_id, event_type, saga_id, producer, received_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+            [
+                envelope.event_id,
+                envelope.event_type,
+                envelope.saga_id,
+                envelope.producer,
+                timezone.now(),
+            ],
+        )
+        return cursor.rowcount == 1

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class MessagingConfig(AppConfig):
+    """Outbox and inbox tables, present in every service's database."""
+
+    name = "common.messaging"
+    label = "messaging"
+    verbose_name = "Messaging (outbox and inbox)"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the saga machinery (workers and relays)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "saga_deliveries_total",
+    "Event deliveries by how they were settled (handled, duplicate, retry, park).",
+    ["service", "event_type", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "saga_handler_seconds",
+    "Time to process one delivery, from receipt to settlement.",
+    ["service", "event_type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+OCC_CONFLICTS = Counter(
+    "saga_occ_conflicts_total",
+    "Optimistic-concurrency conflicts (a version-checked UPDATE matched no row).",
+    ["service", "entity"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "saga_outbox_published_total", "Events published by the relay.", ["service", "event_type"]
+)
+OUTBOX_BACKLOG = Gauge("saga_outbox_backlog", "Unpublished outbox rows.", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "saga_outbox_oldest_unpublished_seconds", "Age of the oldest unpublished outbox row.", ["service"]
+)
+
+
+def observe_delivery(service: str, event_type: str, outcome: str, seconds: float) -> None:
+    DELIVERIES.labels(service, event_type, outcome).inc()
+    HANDLER_SECONDS.labels(service, event_type).observe(seconds)

@@ -1,0 +1,58 @@
+"""The handler registry: which events a service consumes, emits and compensates.
+
+Each service builds one ``EventRegistry`` in its ``handlers.py``. The queue
+bindings (common/topology.py) and the choreography graph are derived from it, so
+the list of event types a service listens to is written exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.envelope import Envelope, routing_key_for
+
+Handler = Callable[[Envelope], None]
+
+
+@dataclass(frozen=True)
+class Registration:
+    event_type: str
+    handler: Handler
+    emits: tuple[str, ...] = ()
+    compensates: str | None = None
+
+
+@dataclass
+class EventRegistry:
+    service: str
+    registrations: dict[str, Registration] = field(default_factory=dict)
+
+    def handles(
+        self,
+        event_type: str,
+        *,
+        emits: tuple[str, ...] = (),
+        compensates: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function as this service's handler for ``event_type``."""
+        routing_key_for(event_type)  # fails loudly on a badly named event
+
+        def decorator(func: Handler) -> Handler:
+            if event_type in self.registrations:
+                raise ValueError(f"{self.service}: two handlers for {event_type}")
+            self.registrations[event_type] = Registration(event_type, func, emits, compensates)
+            return func
+
+        return decorator
+
+    def get(self, event_type: str) -> Registration | None:
+        return self.registrations.get(event_type)
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self.registrations)
+
+    @property
+    def routing_keys(self) -> list[str]:
+        return [routing_key_for(t) for t in self.event_types]

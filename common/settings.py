@@ -1,0 +1,226 @@
+"""Settings shared by the four services.
+
+A service's ``settings.py`` calls :func:`configure` with what makes it different
+(its name, its domain app, its port); everything else is decided here, once.
+All values can be overridden from the environment (see README, "Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEV_API_TOKEN = "dev-token"  # noqa: S105 - documented development default
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105
+
+SERVICE_PORTS = {"order": 8001, "payment": 8002, "inventory": 8003, "shipping": 8004}
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def broker_url() -> str:
+    return env("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
+
+
+def retry_delays_ms() -> list[int]:
+    """Delay of each retry tier, in milliseconds (``SAGA_RETRY_DELAYS``, seconds)."""
+    delays = [float(x) for x in env_list("SAGA_RETRY_DELAYS", "1,5,30")]
+    if not delays or any(d <= 0 for d in delays):
+        raise ValueError("SAGA_RETRY_DELAYS must be a comma-separated list of positive seconds")
+    return [int(d * 1000) for d in delays]
+
+
+def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> None:
+    """Fill a service's settings module namespace with the shared settings."""
+    upper = service.upper()
+    debug = env_bool("SAGA_DEBUG", True)
+    secret_key = env("SAGA_SECRET_KEY", DEV_SECRET_KEY)
+    api_token = env("SAGA_API_TOKEN", DEV_API_TOKEN)
+    if not debug and (secret_key == DEV_SECRET_KEY or api_token == DEV_API_TOKEN):
+        raise RuntimeError(
+            "SAGA_DEBUG is off but SAGA_SECRET_KEY or SAGA_API_TOKEN still has its "
+            "development default; set both in the environment."
+        )
+    db_name = env(f"SAGA_{upper}_DB_NAME", f"saga_{service}")
+    namespace.update(
+        SERVICE_NAME=service,
+        SERVICE_PORT=env_int(f"SAGA_{upper}_PORT", SERVICE_PORTS[service]),
+        BASE_DIR=BASE_DIR,
+        SECRET_KEY=secret_key,
+        DEBUG=debug,
+        ALLOWED_HOSTS=env_list("SAGA_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver"),
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "django.contrib.staticfiles",
+            "rest_framework",
+            "drf_spectacular",
+            "drf_spectacular_sidecar",
+            "django_prometheus",
+            "common.messaging",
+            domain_app,
+        ],
+        MIDDLEWARE=[
+            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            "common.api.BodySizeLimitMiddleware",
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "django_prometheus.middleware.PrometheusAfterMiddleware",
+        ],
+        ROOT_URLCONF=f"{service}_svc.urls",
+        WSGI_APPLICATION=f"{service}_svc.wsgi.application",
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [BASE_DIR / "common" / "templates"],
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ]
+                },
+            }
+        ],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": db_name,
+                "USER": env(f"SAGA_{upper}_DB_USER", f"saga_{service}"),
+                "PASSWORD": env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}"),
+                "HOST": env("SAGA_DB_HOST", "127.0.0.1"),
+                "PORT": env("SAGA_DB_PORT", "5432"),
+                # Persistent connections: workers and relays handle thousands of
+                # short transactions; reconnecting each time would dominate.
+                "CONN_MAX_AGE": None,
+                "CONN_HEALTH_CHECKS": True,
+                "OPTIONS": {
+                    # A stuck lock or runaway query surfaces as an error (which the
+                    # consumer retries through the tiers) instead of a hang.
+                    "options": (
+                        f"-c lock_timeout={env_int('SAGA_DB_LOCK_TIMEOUT_MS', 2000)} "
+                        f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)}"
+                    ),
+                    "connect_timeout": 5,
+                },
+                "TEST": {"NAME": f"test_{db_name}"},
+            }
+        },
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        LANGUAGE_CODE="en-us",
+        STATIC_URL="/static/",
+        STATIC_ROOT=BASE_DIR / "var" / "static",
+        DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024,
+        DATA_UPLOAD_MAX_NUMBER_FIELDS=20000,
+        REST_FRAMEWORK={
+            "DEFAULT_AUTHENTICATION_CLASSES": ["common.api.BearerTokenAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+            "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+            "PAGE_SIZE": 50,
+            "EXCEPTION_HANDLER": "common.api.exception_handler",
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "UNAUTHENTICATED_USER": None,
+            "COERCE_DECIMAL_TO_STRING": True,
+        },
+        SPECTACULAR_SETTINGS={
+            "TITLE": f"{service.capitalize()} service API",
+            "DESCRIPTION": f"The {service} service of the order saga platform.",
+            "VERSION": "1.0.0",
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+            "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+            "SERVE_AUTHENTICATION": [],
+        },
+        SAGA_API_TOKEN=api_token,
+        SAGA_HANDLERS=f"{domain_app}.handlers.registry",
+        SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
+        SAGA_BROKER_URL=broker_url(),
+        SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
+        SAGA_ORDER_DEADLINE_SECONDS=env_float("SAGA_ORDER_DEADLINE_SECONDS", 30.0),
+        SHIPPING_SERVED_COUNTRIES=env_list("SHIPPING_SERVED_COUNTRIES", "*"),
+        SHIPPING_UNSERVED_COUNTRIES=env_list("SHIPPING_UNSERVED_COUNTRIES", "AQ"),
+        SAGA_OCC_MAX_ATTEMPTS=env_int("SAGA_OCC_MAX_ATTEMPTS", 8),
+        SAGA_RELAY_BATCH=env_int("SAGA_RELAY_BATCH", 200),
+        SAGA_RELAY_SWEEP_SECONDS=env_float("SAGA_RELAY_SWEEP_SECONDS", 1.0),
+        SAGA_PREFETCH=env_int("SAGA_PREFETCH", 16),
+        # Celery: the worker hosts our event consumer (a bootstep) and runs the
+        # service's periodic tasks; see common/celery.py.
+        CELERY_BROKER_URL=broker_url(),
+        CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=True,
+        CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
+        CELERY_TASK_DEFAULT_QUEUE=f"{service}.tasks",
+        CELERY_TASK_ACKS_LATE=True,
+        CELERY_TASK_REJECT_ON_WORKER_LOST=True,
+        CELERY_WORKER_PREFETCH_MULTIPLIER=1,
+        CELERY_WORKER_SEND_TASK_EVENTS=True,
+        CELERY_TASK_SEND_SENT_EVENT=True,
+        CELERY_TASK_IGNORE_RESULT=True,
+        CELERY_WORKER_HIJACK_ROOT_LOGGER=False,
+        LOGGING={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "plain": {
+                    "format": "%(asctime)s %(levelname)s [%(name)s] %(message)s",
+                },
+            },
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+            "root": {"handlers": ["console"], "level": env("SAGA_LOG_LEVEL", "INFO")},
+            "loggers": {
+                "django.db.backends": {"level": "WARNING"},
+                "amqp": {"level": "WARNING"},
+                "kombu": {"level": "WARNING"},
+            },
+        },
+    )

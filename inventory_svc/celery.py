@@ -1,0 +1,7 @@
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_svc.settings")
+
+from common.celery import make_celery  # noqa: E402
+
+app = make_celery("inventory")

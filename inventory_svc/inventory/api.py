@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api import Conflict
+from inventory_svc.inventory import selectors, services
+from inventory_svc.inventory.models import Product, Reservation
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(min_length=1, max_length=64)
+    name = serializers.CharField(min_length=1, max_length=200)
+    price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=Decimal("0.00")
+    )
+    available = serializers.IntegerField(min_value=0, max_value=1_000_000_000)
+
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price", "available", "reserved", "version"]
+        read_only_fields = ["reserved", "version"]
+
+
+class ReservationSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(source="product_id")
+
+    class Meta:
+        model = Reservation
+        fields = ["id", "order_id", "sku", "quantity", "unit_price", "status", "created_at"]
+
+
+class ProductViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = ProductSerializer
+    lookup_field = "sku"
+    lookup_value_regex = "[^/]{1,64}"
+
+    def get_queryset(self):
+        return selectors.product_list()
+
+    def retrieve(self, request: Request, sku: str) -> Response:
+        product = selectors.product_get(sku=sku)
+        if product is None:
+            raise NotFound(f"Product {sku} does not exist.")
+        return Response(ProductSerializer(product).data)
+
+    @extend_schema(request=ProductSerializer, responses={201: ProductSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = ProductSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        try:
+            product = services.product_create(**incoming.validated_data)
+        except services.ProductExists as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(ProductSerializer(product).data, status=status.HTTP_201_CREATED)
+
+
+class ReservationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = ReservationSerializer
+
+    def get_queryset(self):
+        return selectors.reservation_list(order_id=self.request.query_params.get("order_id"))
+
+    @extend_schema(parameters=[OpenApiParameter("order_id", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)

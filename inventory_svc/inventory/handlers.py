@@ -1,0 +1,33 @@
+"""Events the Inventory service consumes; each handler is one service call."""
+
+from __future__ import annotations
+
+from common.envelope import Envelope
+from common.registry import EventRegistry
+from inventory_svc.inventory import services
+
+registry = EventRegistry("inventory")
+
+
+@registry.handles("OrderPlaced", emits=("InventoryReserved", "InventoryRejected"))
+def handle_order_placed(event: Envelope) -> None:
+    services.inventory_reserve(
+        order_id=event.saga_id,
+        customer_id=event.payload["customer_id"],
+        items=event.payload["items"],
+    )
+
+
+@registry.handles("PaymentDeclined", emits=("InventoryReleased",), compensates="InventoryReserved")
+def handle_payment_declined(event: Envelope) -> None:
+    services.inventory_release(order_id=event.saga_id)
+
+
+@registry.handles("ShipmentFailed", emits=("InventoryReleased",), compensates="InventoryReserved")
+def handle_shipment_failed(event: Envelope) -> None:
+    services.inventory_release(order_id=event.saga_id)
+
+
+@registry.handles("OrderCompleted", emits=("InventoryDeducted",))
+def handle_order_completed(event: Envelope) -> None:
+    services.inventory_deduct(order_id=event.saga_id)

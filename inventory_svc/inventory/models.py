@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Product(models.Model):
+    """Stock of one sku. ``version`` guards every change (optimistic concurrency).
+
+    Conservation: ``received = available + reserved + Σ deducted``.
+    """
+
+    sku = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    available = models.IntegerField()
+    reserved = models.IntegerField(default=0)
+    received = models.IntegerField(help_text="All stock ever received for this sku.")
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(available__gte=0), name="product_available_gte_0"),
+            models.CheckConstraint(condition=models.Q(reserved__gte=0), name="product_reserved_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} ({self.available} available, {self.reserved} reserved)"
+
+
+class ReservationStatus(models.TextChoices):
+    RESERVED = "RESERVED"
+    RELEASED = "RELEASED"
+    DEDUCTED = "DEDUCTED"
+
+
+class Reservation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    order_id = models.UUIDField(db_index=True)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    status = models.CharField(
+        max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.RESERVED
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order_id", "product_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["order_id", "product"], name="reservation_unique_line")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.product_id} for {self.order_id} ({self.status})"

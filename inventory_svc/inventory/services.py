@@ -1,0 +1,142 @@
+"""Inventory use cases. Stock changes are version-checked conditional UPDATEs.
+
+Every multi-product change touches products in sku order, so two transactions
+never wait on each other in opposite orders (no deadlock); a version conflict
+rolls back to a savepoint (releasing its row locks), waits a jittered, growing
+delay and re-reads, at most ``SAGA_OCC_MAX_ATTEMPTS`` times, then raises so the
+message goes to the retry tiers (no livelock, never a lock held while waiting).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from common import metrics
+from common.outbox import emit
+from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class VersionConflict(Exception):
+    """A product changed between our read and our version-checked update."""
+
+
+class OccRetriesExhausted(Exception):
+    """Too many version conflicts in a row; the message goes to the retry tiers."""
+
+
+class ProductExists(Exception):
+    pass
+
+
+def _with_occ(action: Callable[[], T], *, what: str) -> T:
+    attempts = settings.SAGA_OCC_MAX_ATTEMPTS
+    for attempt in range(attempts):
+        try:
+            with transaction.atomic():
+                return action()
+        except VersionConflict:
+            metrics.OCC_CONFLICTS.labels("inventory", "product").inc()
+            time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))  # noqa: S311
+    raise OccRetriesExhausted(f"{what}: {attempts} version conflicts in a row")
+
+
+def _apply(product: Product, *, available: int = 0, reserved: int = 0) -> None:
+    changed = Product.objects.filter(sku=product.sku, version=product.version).update(
+        available=F("available") + available,
+        reserved=F("reserved") + reserved,
+        version=F("version") + 1,
+    )
+    if changed != 1:
+        raise VersionConflict(product.sku)
+
+
+def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Product:
+    try:
+        with transaction.atomic():
+            return Product.objects.create(
+                sku=sku, name=name, price=price, available=available, received=available
+            )
+    except IntegrityError as exc:
+        raise ProductExists(f"Product {sku} already exists.") from exc
+
+
+def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, Any]]) -> None:
+    """Reserve every line or none: InventoryReserved (priced) or InventoryRejected."""
+    if Reservation.objects.filter(order_id=order_id).exists():
+        log.info("order %s already has reservations; nothing to do", order_id)
+        return
+    wanted = {item["sku"]: int(item["quantity"]) for item in items}
+
+    def attempt() -> tuple[str, dict[str, Any]]:
+        products = {p.sku: p for p in Product.objects.filter(sku__in=wanted).order_by("sku")}
+        unknown = sorted(set(wanted) - set(products))
+        if unknown:
+            return "InventoryRejected", {
+                "code": "unknown_sku", "skus": unknown,
+                "reason": f"unknown sku: {', '.join(unknown)}",
+            }
+        short = [sku for sku in sorted(wanted) if products[sku].available < wanted[sku]]
+        if short:
+            detail = ", ".join(
+                f"{sku} (wanted {wanted[sku]}, available {products[sku].available})" for sku in short
+            )
+            return "InventoryRejected", {
+                "code": "out_of_stock", "skus": short, "reason": f"out of stock: {detail}",
+            }
+        lines = []
+        for sku in sorted(wanted):
+            product = products[sku]
+            _apply(product, available=-wanted[sku], reserved=wanted[sku])
+            Reservation.objects.create(
+                order_id=order_id, product=product, quantity=wanted[sku], unit_price=product.price
+            )
+            lines.append({"sku": sku, "quantity": wanted[sku], "unit_price": f"{product.price:.2f}"})
+        total = sum(Decimal(line["unit_price"]) * line["quantity"] for line in lines)
+        return "InventoryReserved", {"customer_id": customer_id, "total": f"{total:.2f}", "lines": lines}
+
+    event_type, payload = _with_occ(attempt, what=f"reserve order {order_id}")
+    emit(event_type=event_type, saga_id=order_id, payload=payload)
+
+
+def _settle(*, order_id: str, to: str, event_type: str) -> None:
+    """Move the order's RESERVED lines to RELEASED or DEDUCTED, in sku order."""
+
+    def attempt() -> list[dict[str, Any]]:
+        reservations = list(
+            Reservation.objects.filter(order_id=order_id, status=ReservationStatus.RESERVED)
+            .select_related("product")
+            .order_by("product_id")
+        )
+        for reservation in reservations:
+            product = reservation.product
+            back = reservation.quantity if to == ReservationStatus.RELEASED else 0
+            _apply(product, available=back, reserved=-reservation.quantity)
+            reservation.status = to
+            reservation.save(update_fields=["status", "updated_at"])
+        return [{"sku": r.product_id, "quantity": r.quantity} for r in reservations]
+
+    lines = _with_occ(attempt, what=f"{event_type} for order {order_id}")
+    if lines or not Reservation.objects.filter(order_id=order_id).exists():
+        emit(event_type=event_type, saga_id=order_id, payload={"lines": lines})
+
+
+def inventory_release(*, order_id: str) -> None:
+    """Compensation: give reserved stock back. Idempotent; confirms with InventoryReleased."""
+    _settle(order_id=order_id, to=ReservationStatus.RELEASED, event_type="InventoryReleased")
+
+
+def inventory_deduct(*, order_id: str) -> None:
+    """The order completed: reserved stock leaves the warehouse."""
+    _settle(order_id=order_id, to=ReservationStatus.DEDUCTED, event_type="InventoryDeducted")

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""One entry point for the four services: ``./manage.py <service> <command> [args]``.
+
+    ./manage.py order migrate
+    ./manage.py inventory shell
+    ./manage.py payment relay          # the outbox relay of the payment service
+"""
+
+import os
+import sys
+
+SERVICES = ("order", "payment", "inventory", "shipping")
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in SERVICES:
+        given = sys.argv[1] if len(sys.argv) > 1 else "(nothing)"
+        sys.stderr.write(
+            f"usage: ./manage.py <service> <django-command> [args]\n"
+            f"  <service> is one of: {', '.join(SERVICES)} (got {given})\n"
+            f"  e.g. ./manage.py order migrate, ./manage.py inventory shell\n"
+        )
+        sys.exit(2)
+    service = sys.argv[1]
+    os.environ["DJANGO_SETTINGS_MODULE"] = f"{service}_svc.settings"
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line([f"{sys.argv[0]} {service}", *sys.argv[2:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api import Conflict
+from order_svc.orders import selectors, services
+from order_svc.orders.models import Order, OrderStatus
+
+MAX_LINES = 100
+MAX_QUANTITY = 10_000
+
+
+class AddressSerializer(serializers.Serializer):
+    country = serializers.RegexField(
+        r"^[A-Z]{2}$", error_messages={"invalid": "Must be an ISO-3166 alpha-2 code in upper case."}
+    )
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    line1 = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    city = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    postal_code = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class ItemInSerializer(serializers.Serializer):
+    sku = serializers.CharField(min_length=1, max_length=64)
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class OrderInSerializer(serializers.Serializer):
+    customer_id = serializers.CharField(min_length=1, max_length=64)
+    items = ItemInSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+    shipping_address = AddressSerializer()
+
+    def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seen: set[str] = set()
+        repeated = sorted({item["sku"] for item in items if item["sku"] in seen or seen.add(item["sku"])})
+        if repeated:
+            raise ValidationError(f"Each sku may appear once; repeated: {', '.join(repeated)}.")
+        return items
+
+
+class LineOutSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+
+
+class TimelineOutSerializer(serializers.Serializer):
+    event_type = serializers.CharField()
+    service = serializers.CharField()
+    at = serializers.DateTimeField(source="occurred_at")
+    event_id = serializers.UUIDField()
+
+
+class OrderOutSerializer(serializers.ModelSerializer):
+    total = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    items = LineOutSerializer(source="lines", many=True)
+    timeline = TimelineOutSerializer(many=True)
+    shipping_address = AddressSerializer()
+
+    class Meta:
+        model = Order
+        fields = [
+            "id", "customer_id", "status", "failure_reason", "total", "items",
+            "shipping_address", "created_at", "updated_at", "timeline",
+        ]
+
+
+def fingerprint(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = OrderOutSerializer
+
+    def get_queryset(self):
+        status_filter = self.request.query_params.get("status")
+        if status_filter and status_filter not in OrderStatus.values:
+            raise ValidationError({"status": [f"Must be one of {', '.join(OrderStatus.values)}."]})
+        return selectors.order_list(
+            status=status_filter, customer_id=self.request.query_params.get("customer_id")
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=OrderStatus.values),
+            OpenApiParameter("customer_id", str),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses=OrderOutSerializer)
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        order = selectors.order_get(order_id=_uuid_or_404(pk))
+        if order is None:
+            raise NotFound(f"Order {pk} does not exist.")
+        return Response(OrderOutSerializer(order).data)
+
+    @extend_schema(
+        request=OrderInSerializer,
+        responses={201: OrderOutSerializer, 200: OrderOutSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def create(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
+        incoming = OrderInSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        try:
+            order, created = services.order_place(
+                customer_id=data["customer_id"],
+                items=[dict(item) for item in data["items"]],
+                shipping_address=dict(data["shipping_address"]),
+                idempotency_key=key,
+                fingerprint=fingerprint(data) if key else "",
+            )
+        except services.IdempotencyConflict as exc:
+            raise Conflict(str(exc)) from exc
+        order = selectors.order_get(order_id=str(order.id))
+        return Response(
+            OrderOutSerializer(order).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+def _uuid_or_404(value: str | None) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError as exc:
+        raise NotFound(f"Order {value} does not exist.") from exc

@@ -1,0 +1,80 @@
+"""Events the Order service consumes: each records the saga view, then one service call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+from common.envelope import Envelope
+from common.registry import EventRegistry
+from order_svc.orders import services
+
+registry = EventRegistry("order")
+
+
+def on(event_type: str, **kwargs: object) -> Callable[[Callable[[Envelope], None]], Callable]:
+    """Register a handler that first adds the event to the order's timeline."""
+
+    def decorator(func: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
+        def handler(event: Envelope) -> None:
+            services.timeline_record(order_id=event.saga_id, envelope=event)
+            func(event)
+
+        handler.__name__ = func.__name__
+        handler.__doc__ = func.__doc__
+        return registry.handles(event_type, **kwargs)(handler)
+
+    return decorator
+
+
+@on("InventoryReserved")
+def handle_inventory_reserved(event: Envelope) -> None:
+    services.order_price(
+        order_id=event.saga_id,
+        total=Decimal(event.payload["total"]),
+        unit_prices={line["sku"]: Decimal(line["unit_price"]) for line in event.payload["lines"]},
+    )
+
+
+@on("InventoryRejected")
+def handle_inventory_rejected(event: Envelope) -> None:
+    services.order_reject(order_id=event.saga_id, reason=event.payload["reason"])
+
+
+@on("PaymentCompleted")
+def handle_payment_completed(event: Envelope) -> None:
+    """Timeline only: shipping acts on it."""
+
+
+@on("PaymentDeclined")
+def handle_payment_declined(event: Envelope) -> None:
+    services.order_compensate(
+        order_id=event.saga_id, failed_step="PaymentDeclined", reason=event.payload["reason"]
+    )
+
+
+@on("ShipmentScheduled", emits=("OrderCompleted",))
+def handle_shipment_scheduled(event: Envelope) -> None:
+    services.order_complete(order_id=event.saga_id)
+
+
+@on("ShipmentFailed")
+def handle_shipment_failed(event: Envelope) -> None:
+    services.order_compensate(
+        order_id=event.saga_id, failed_step="ShipmentFailed", reason=event.payload["reason"]
+    )
+
+
+@on("InventoryReleased")
+def handle_inventory_released(event: Envelope) -> None:
+    services.order_confirm_compensation(order_id=event.saga_id, event_type=event.event_type)
+
+
+@on("PaymentRefunded")
+def handle_payment_refunded(event: Envelope) -> None:
+    services.order_confirm_compensation(order_id=event.saga_id, event_type=event.event_type)
+
+
+@on("InventoryDeducted")
+def handle_inventory_deducted(event: Envelope) -> None:
+    """Timeline only: the reservation left the warehouse."""

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+
+class IllegalTransition(Exception):
+    """An order was asked to move to a state its current state does not allow."""
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "PENDING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+
+TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+
+class Order(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer_id = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True
+    )
+    failure_reason = models.TextField(blank=True, default="")
+    total = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    shipping_address = models.JSONField()
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    compensations_expected = models.JSONField(default=list, blank=True)
+    compensations_confirmed = models.JSONField(default=list, blank=True)
+    deadline_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"order {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def compensations_pending(self) -> list[str]:
+        confirmed = set(self.compensations_confirmed)
+        return [name for name in self.compensations_expected if name not in confirmed]
+
+    def _require(self, *allowed: str, to: str) -> None:
+        if self.status not in allowed:
+            raise IllegalTransition(f"order {self.id}: cannot go from {self.status} to {to}")
+
+    def _finish(self, status: str, *, at: datetime | None = None) -> None:
+        self.status = status
+        self.finished_at = at or timezone.now()
+
+    def price(self, *, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
+        """Record what inventory priced; allowed in any state (it is a fact)."""
+        self.total = total
+        for line in self.lines.all():
+            if line.sku in unit_prices and line.unit_price != unit_prices[line.sku]:
+                line.unit_price = unit_prices[line.sku]
+                line.save(update_fields=["unit_price"])
+
+    def mark_rejected(self, *, reason: str) -> None:
+        self._require(OrderStatus.PENDING, to=OrderStatus.REJECTED)
+        self.failure_reason = reason
+        self._finish(OrderStatus.REJECTED)
+
+    def mark_completed(self) -> None:
+        self._require(OrderStatus.PENDING, to=OrderStatus.COMPLETED)
+        self._finish(OrderStatus.COMPLETED)
+
+    def start_compensation(self, *, reason: str, expected: list[str]) -> None:
+        """Go COMPENSATING until every event in ``expected`` confirmed its undo."""
+        self._require(OrderStatus.PENDING, to=OrderStatus.COMPENSATING)
+        self.status = OrderStatus.COMPENSATING
+        self.failure_reason = reason
+        self.compensations_expected = sorted(set(expected))
+        self._cancel_if_compensated()
+
+    def confirm_compensation(self, event_type: str) -> None:
+        """A compensation was confirmed; it may arrive before the failure itself."""
+        if event_type not in self.compensations_confirmed:
+            self.compensations_confirmed = [*self.compensations_confirmed, event_type]
+        if self.status == OrderStatus.COMPENSATING:
+            self._cancel_if_compensated()
+
+    def _cancel_if_compensated(self) -> None:
+        if not self.compensations_pending:
+            self._finish(OrderStatus.CANCELLED)
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [models.UniqueConstraint(fields=["order", "sku"], name="orderline_unique_sku")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.sku}"
+
+
+class SagaEvent(models.Model):
+    """One step of an order's saga, whichever service produced it (the timeline)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="timeline")
+    event_id = models.UUIDField(unique=True)
+    event_type = models.CharField(max_length=64)
+    service = models.CharField(max_length=32)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+    causation_id = models.UUIDField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["order", "occurred_at"], name="sagaevent_order_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} from {self.service}"

@@ -1,0 +1,167 @@
+"""Order use cases: each one transaction; the only place that emits events."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from common.envelope import Envelope
+from common.outbox import emit
+from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
+
+log = logging.getLogger(__name__)
+
+# What a failure at each step leaves to undo: the events that confirm each undo.
+COMPENSATIONS_AFTER = {
+    "PaymentDeclined": ["InventoryReleased"],
+    "ShipmentFailed": ["InventoryReleased", "PaymentRefunded"],
+}
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+class OrderNotFound(Exception):
+    pass
+
+
+def _record(order: Order, envelope: Envelope) -> None:
+    SagaEvent.objects.get_or_create(
+        event_id=envelope.event_id,
+        defaults={
+            "order": order,
+            "event_type": envelope.event_type,
+            "service": envelope.producer,
+            "occurred_at": envelope.occurred_at,
+            "causation_id": envelope.causation_id,
+            "payload": envelope.payload,
+        },
+    )
+
+
+def _emit(order: Order, event_type: str, payload: dict[str, Any]) -> None:
+    _record(order, emit(event_type=event_type, saga_id=str(order.id), payload=payload))
+
+
+def _locked(order_id: str) -> Order:
+    order = Order.objects.select_for_update().filter(id=order_id).first()
+    if order is None:
+        raise OrderNotFound(f"order {order_id} does not exist")
+    return order
+
+
+def order_place(
+    *,
+    customer_id: str,
+    items: list[dict[str, Any]],
+    shipping_address: dict[str, Any],
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> tuple[Order, bool]:
+    """Create a PENDING order and emit OrderPlaced; returns (order, created)."""
+    if idempotency_key:
+        existing = _replay(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                customer_id=customer_id,
+                shipping_address=shipping_address,
+                idempotency_key=idempotency_key or None,
+                request_fingerprint=fingerprint,
+                deadline_at=now + timedelta(seconds=settings.SAGA_ORDER_DEADLINE_SECONDS),
+                created_at=now,
+            )
+            lines = sorted(items, key=lambda item: item["sku"])
+            OrderLine.objects.bulk_create(
+                OrderLine(order=order, sku=line["sku"], quantity=line["quantity"]) for line in lines
+            )
+            _emit(
+                order,
+                "OrderPlaced",
+                {
+                    "customer_id": customer_id,
+                    "items": [{"sku": line["sku"], "quantity": line["quantity"]} for line in lines],
+                    "shipping_address": shipping_address,
+                    "deadline_at": order.deadline_at.isoformat(),
+                },
+            )
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer like a replay.
+        existing = _replay(idempotency_key, fingerprint) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return order, True
+
+
+def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
+    existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {idempotency_key!r} was already used for order {existing.id} "
+            "with a different request body."
+        )
+    return existing
+
+
+def timeline_record(*, order_id: str, envelope: Envelope) -> None:
+    """Add an event from another service to the order's saga view."""
+    order = Order.objects.filter(id=order_id).first()
+    if order is None:
+        raise OrderNotFound(f"event {envelope.event_type} {envelope.event_id} names unknown order {order_id}")
+    _record(order, envelope)
+
+
+def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
+    with transaction.atomic():
+        order = _locked(order_id)
+        order.price(total=total, unit_prices=unit_prices)
+        order.save()
+
+
+def order_reject(*, order_id: str, reason: str) -> None:
+    with transaction.atomic():
+        order = _locked(order_id)
+        order.mark_rejected(reason=reason)
+        order.save()
+
+
+def order_compensate(*, order_id: str, failed_step: str, reason: str) -> None:
+    """A step failed after others acted: wait for their undos, then CANCELLED."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
+        order.save()
+
+
+def order_confirm_compensation(*, order_id: str, event_type: str) -> None:
+    with transaction.atomic():
+        order = _locked(order_id)
+        order.confirm_compensation(event_type)
+        order.save()
+
+
+def order_complete(*, order_id: str) -> None:
+    with transaction.atomic():
+        order = _locked(order_id)
+        order.mark_completed()
+        order.save()
+        _emit(order, "OrderCompleted", {})
+
+
+def order_age_seconds(order: Order, at: datetime | None = None) -> float:
+    end = order.finished_at or at or timezone.now()
+    return (end - order.created_at).total_seconds()
+
+
+__all__ = ["OrderStatus"]

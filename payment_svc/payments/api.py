@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api import Conflict
+from payment_svc.payments import selectors, services
+from payment_svc.payments.models import Account, Payment
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    customer_id = serializers.CharField(min_length=1, max_length=64)
+    balance = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal("0.00")
+    )
+
+    class Meta:
+        model = Account
+        fields = ["customer_id", "balance"]
+
+
+class PaymentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Payment
+        fields = ["id", "order_id", "customer_id", "kind", "amount", "created_at"]
+
+
+class AccountViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = AccountSerializer
+    lookup_field = "customer_id"
+    lookup_value_regex = "[^/]{1,64}"
+
+    def get_queryset(self):
+        return selectors.account_list()
+
+    def retrieve(self, request: Request, customer_id: str) -> Response:
+        account = selectors.account_get(customer_id=customer_id)
+        if account is None:
+            raise NotFound(f"Account {customer_id} does not exist.")
+        return Response(AccountSerializer(account).data)
+
+    @extend_schema(request=AccountSerializer, responses={201: AccountSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        incoming = AccountSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        try:
+            account = services.account_create(**incoming.validated_data)
+        except services.AccountExists as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
+
+
+class PaymentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = PaymentSerializer
+
+    def get_queryset(self):
+        order_id = self.request.query_params.get("order_id")
+        if order_id:
+            try:
+                uuid.UUID(order_id)
+            except ValueError as exc:
+                raise ValidationError({"order_id": ["Must be a UUID."]}) from exc
+        return selectors.payment_list(
+            order_id=order_id, customer_id=self.request.query_params.get("customer_id")
+        )
+
+    @extend_schema(parameters=[OpenApiParameter("order_id", str), OpenApiParameter("customer_id", str)])
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,25 @@
+"""Events the Payment service consumes; each handler is one service call."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from common.envelope import Envelope
+from common.registry import EventRegistry
+from payment_svc.payments import services
+
+registry = EventRegistry("payment")
+
+
+@registry.handles("InventoryReserved", emits=("PaymentCompleted", "PaymentDeclined"))
+def handle_inventory_reserved(event: Envelope) -> None:
+    services.payment_charge(
+        order_id=event.saga_id,
+        customer_id=event.payload["customer_id"],
+        amount=Decimal(event.payload["total"]),
+    )
+
+
+@registry.handles("ShipmentFailed", emits=("PaymentRefunded",), compensates="PaymentCompleted")
+def handle_shipment_failed(event: Envelope) -> None:
+    services.payment_refund(order_id=event.saga_id)

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# The local stack: install what is missing, start, stop. Called by the Makefile.
+#   scripts/stack.sh up | down | deps | ctl ARGS... | rabbitmqctl ARGS... | wait
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR="$ROOT/var"
+VENV="${SAGA_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+SERVICES="order payment inventory shipping"
+CONF="$VAR/supervisord.conf"
+AMQP_PORT="${SAGA_AMQP_PORT:-5672}"
+MGMT_PORT="${SAGA_RABBITMQ_MGMT_PORT:-15672}"
+PG_VERSION="${SAGA_PG_VERSION:-15}"
+PG_CLUSTER="${SAGA_PG_CLUSTER:-main}"
+declare -A PORTS=([order]="${SAGA_ORDER_PORT:-8001}" [payment]="${SAGA_PAYMENT_PORT:-8002}"
+                  [inventory]="${SAGA_INVENTORY_PORT:-8003}" [shipping]="${SAGA_SHIPPING_PORT:-8004}")
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+deps() {
+    if [ ! -x "$PY" ]; then
+        log "creating virtualenv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.requirements.sha"
+    local want
+    want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing Python dependencies (requirements.txt)"
+        "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+        echo "$want" > "$stamp"
+    fi
+}
+
+install_rabbitmq() {
+    if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then return; fi
+    command -v apt-get >/dev/null || die "RabbitMQ is missing and apt-get is not available; install rabbitmq-server"
+    log "installing RabbitMQ from the OS packages (apt-get install rabbitmq-server)"
+    # Keep the package from starting its own system-wide node: we run ours under supervisor.
+    local guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
+    [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "rabbitmq-server did not install"
+}
+
+start_postgres() {
+    command -v pg_ctlcluster >/dev/null || die "PostgreSQL $PG_VERSION is not installed (need pg_ctlcluster)"
+    if ! pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c && $4=="online"' | grep -q .; then
+        log "starting PostgreSQL $PG_VERSION/$PG_CLUSTER"
+        pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
+        touch "$VAR/run/postgres-started-by-stack"
+    fi
+    for _ in $(seq 1 30); do
+        as_postgres psql -qAtc 'select 1' >/dev/null 2>&1 && return
+        sleep 1
+    done
+    die "PostgreSQL did not accept connections within 30s"
+}
+
+setup_databases() {
+    local svc role db
+    for svc in $SERVICES; do
+        role="saga_$svc"; db="saga_$svc"
+        if ! as_postgres psql -qAtc "select 1 from pg_roles where rolname='$role'" | grep -q 1; then
+            log "creating PostgreSQL role $role"
+            # CREATEDB: the test suite creates test_<db> for its integration tests.
+            as_postgres psql -qc "create role $role login createdb password '$role'"
+        fi
+        if ! as_postgres psql -qAtc "select 1 from pg_database where datname='$db'" | grep -q 1; then
+            log "creating database $db"
+            as_postgres psql -qc "create database $db owner $role"
+            as_postgres psql -qc "revoke all on database $db from public"
+        fi
+    done
+}
+
+rabbitmq_files() {
+    mkdir -p "$VAR/rabbitmq/mnesia" "$VAR/log/rabbitmq"
+    cat > "$VAR/rabbitmq/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+loopback_users = none
+log.file.level = warning
+EOF
+    echo "[rabbitmq_management]." > "$VAR/rabbitmq/enabled_plugins"
+    echo "[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}]." > "$VAR/rabbitmq/advanced.config"
+    : > "$VAR/rabbitmq/rabbitmq-env.conf"
+}
+
+rmqctl() {
+    # shellcheck disable=SC1090
+    ( eval "$("$PY" "$ROOT/scripts/supervisor_conf.py" --rabbitmq-env)"; /usr/lib/rabbitmq/bin/rabbitmqctl "$@" )
+}
+
+supervisord_running() {
+    [ -S "$VAR/run/supervisor.sock" ] && "$VENV/bin/supervisorctl" -c "$CONF" pid >/dev/null 2>&1
+}
+
+ctl() { "$VENV/bin/supervisorctl" -c "$CONF" "$@"; }
+
+start_supervisor() {
+    "$PY" "$ROOT/scripts/supervisor_conf.py" > "$CONF.new"
+    mv "$CONF.new" "$CONF"
+    if supervisord_running; then
+        ctl reread >/dev/null
+        ctl update >/dev/null
+    else
+        log "starting supervisord (config $CONF)"
+        "$VENV/bin/supervisord" -c "$CONF"
+    fi
+    ctl start rabbitmq >/dev/null 2>&1 || true
+}
+
+configure_rabbitmq() {
+    log "waiting for RabbitMQ"
+    local ok=""
+    for _ in $(seq 1 90); do
+        if rmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then ok=1; break; fi
+        sleep 1
+    done
+    [ -n "$ok" ] || die "RabbitMQ did not start within 90s; see $VAR/log/rabbitmq.log and $VAR/log/rabbitmq/"
+    rmqctl -q add_vhost saga 2>/dev/null || true
+    if ! rmqctl -q list_users | awk '{print $1}' | grep -qx saga; then
+        rmqctl -q add_user saga saga >/dev/null
+    fi
+    rmqctl -q set_user_tags saga administrator >/dev/null
+    rmqctl -q set_permissions -p saga saga '.*' '.*' '.*' >/dev/null
+}
+
+prepare_services() {
+    local svc
+    for svc in $SERVICES; do
+        log "$svc: migrate, admin user, topology"
+        "$PY" "$ROOT/manage.py" "$svc" migrate --noinput -v 0
+        "$PY" "$ROOT/manage.py" "$svc" ensure_admin >/dev/null
+        "$PY" "$ROOT/manage.py" "$svc" declare_topology >/dev/null
+    done
+    "$PY" "$ROOT/manage.py" order collectstatic --noinput -v 0
+}
+
+wait_healthy() {
+    "$PY" "$ROOT/scripts/wait_healthy.py" --timeout "${SAGA_HEALTH_TIMEOUT:-90}" \
+        "${PORTS[order]}" "${PORTS[payment]}" "${PORTS[inventory]}" "${PORTS[shipping]}" \
+        || { ctl status || true; die "a service did not become healthy; see $VAR/log/"; }
+}
+
+up() {
+    local started=$SECONDS
+    mkdir -p "$VAR/run" "$VAR/log"
+    deps
+    install_rabbitmq
+    start_postgres
+    setup_databases
+    rabbitmq_files
+    start_supervisor
+    configure_rabbitmq
+    prepare_services
+    log "starting the services"
+    ctl start all >/dev/null || true
+    wait_healthy
+    ctl status
+    cat <<EOF
+
+The order saga platform is up ($((SECONDS - started))s).
+  Order      http://127.0.0.1:${PORTS[order]}/api/orders/     admin http://127.0.0.1:${PORTS[order]}/admin/
+  Payment    http://127.0.0.1:${PORTS[payment]}/api/accounts/   admin http://127.0.0.1:${PORTS[payment]}/admin/
+  Inventory  http://127.0.0.1:${PORTS[inventory]}/api/products/   admin http://127.0.0.1:${PORTS[inventory]}/admin/
+  Shipping   http://127.0.0.1:${PORTS[shipping]}/api/shipments/  admin http://127.0.0.1:${PORTS[shipping]}/admin/
+  API docs   http://127.0.0.1:<port>/api/docs/   health /healthz   metrics /metrics
+  Flower     http://127.0.0.1:${SAGA_FLOWER_PORT:-5555}/
+  RabbitMQ   amqp://saga:saga@127.0.0.1:$AMQP_PORT/saga   management http://127.0.0.1:$MGMT_PORT/ (saga/saga)
+  API token  ${SAGA_API_TOKEN:-dev-token} (development only)   admin login admin/admin (development only)
+EOF
+}
+
+down() {
+    if supervisord_running; then
+        log "stopping every process (supervisord shutdown)"
+        ctl shutdown >/dev/null
+        for _ in $(seq 1 60); do
+            [ -e "$VAR/run/supervisord.pid" ] && kill -0 "$(cat "$VAR/run/supervisord.pid")" 2>/dev/null || break
+            sleep 1
+        done
+    else
+        log "supervisord is not running"
+    fi
+    if [ -e "$VAR/run/postgres-started-by-stack" ]; then
+        log "stopping PostgreSQL $PG_VERSION/$PG_CLUSTER (started by make up)"
+        pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop || true
+        rm -f "$VAR/run/postgres-started-by-stack"
+    fi
+    log "stopped; data kept in PostgreSQL and $VAR/rabbitmq"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    deps) deps ;;
+    wait) wait_healthy ;;
+    ctl) shift; ctl "$@" ;;
+    rabbitmqctl) shift; rmqctl "$@" ;;
+    *) die "usage: scripts/stack.sh up|down|deps|wait|ctl ARGS|rabbitmqctl ARGS" ;;
+esac

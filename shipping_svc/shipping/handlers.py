@@ -1,0 +1,19 @@
+"""Events the Shipping service consumes; each handler is one service call."""
+
+from __future__ import annotations
+
+from common.envelope import Envelope
+from common.registry import EventRegistry
+from shipping_svc.shipping import services
+
+registry = EventRegistry("shipping")
+
+
+@registry.handles("OrderPlaced")
+def handle_order_placed(event: Envelope) -> None:
+    services.destination_record(order_id=event.saga_id, address=event.payload["shipping_address"])
+
+
+@registry.handles("PaymentCompleted", emits=("ShipmentScheduled", "ShipmentFailed"))
+def handle_payment_completed(event: Envelope) -> None:
+    services.shipment_schedule(order_id=event.saga_id)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Destination(models.Model):
+    """Where an order goes, learnt from OrderPlaced (each service keeps what it needs)."""
+
+    order_id = models.UUIDField(primary_key=True)
+    country = models.CharField(max_length=2)
+    address = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.order_id} → {self.country}"
+
+
+class ShipmentStatus(models.TextChoices):
+    SCHEDULED = "SCHEDULED"
+    CANCELLED = "CANCELLED"
+
+
+class Shipment(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    order_id = models.UUIDField(unique=True)
+    status = models.CharField(
+        max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.SCHEDULED
+    )
+    country = models.CharField(max_length=2)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"shipment {self.id} for {self.order_id} ({self.status})"
