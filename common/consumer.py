@@ -79,6 +79,14 @@ def process_delivery(body: bytes, *, events: EventRegistry, service: str) -> Out
     return Outcome(Disposition.HANDLED, envelope=envelope)
 
 
+def raw_body(message: Message) -> bytes:
+    """The body exactly as published (py-amqp may have decoded it to str for us)."""
+    body = message.body
+    if isinstance(body, str):
+        return body.encode((message.content_encoding or "utf-8"), errors="surrogateescape")
+    return bytes(body)
+
+
 def _attempt(headers: dict[str, Any]) -> int:
     try:
         return max(0, int(headers.get(ATTEMPT_HEADER, 0)))
@@ -138,7 +146,7 @@ class EventConsumer:
         close_old_connections()
         headers = dict(message.headers or {})
         attempt = _attempt(headers)
-        outcome = process_delivery(message.body, events=self.events, service=self.service)
+        outcome = process_delivery(raw_body(message), events=self.events, service=self.service)
         extra = _log_extra(outcome, attempt)
         event_type = extra["event_type"] or "unknown"
         if outcome.disposition is Disposition.HANDLED:
@@ -190,7 +198,7 @@ class EventConsumer:
         """Publish a copy (confirmed), then ack the original: never zero copies."""
         properties = message.properties or {}
         self.publisher.publish(
-            message.body,
+            raw_body(message),
             exchange=exchange,
             routing_key=routing_key,
             headers={**headers, **extra_headers},

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from common.context import current_event, current_trace
+from common.contracts import validate_envelope
 from common.envelope import Envelope
 from common.messaging.models import OutboxMessage
 
@@ -41,6 +42,9 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
         causation_id=cause.event_id if cause else None,
         trace=current_trace(),
     )
+    # A producer never publishes what its consumers would park: check the contract here,
+    # inside the transaction, so a violation fails (and is retried/parked) where it was made.
+    validate_envelope(envelope)
     OutboxMessage.objects.create(
         event_id=envelope.event_id,
         event_type=envelope.event_type,

@@ -9,18 +9,16 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict
+from common.api import Conflict, StrictCharField, StrictIntegerField, uuid_query_param
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 
 
 class ProductSerializer(serializers.ModelSerializer):
-    sku = serializers.CharField(min_length=1, max_length=64)
-    name = serializers.CharField(min_length=1, max_length=200)
-    price = serializers.DecimalField(
-        max_digits=12, decimal_places=2, min_value=Decimal("0.00")
-    )
-    available = serializers.IntegerField(min_value=0, max_value=1_000_000_000)
+    sku = StrictCharField(min_length=1, max_length=64)
+    name = StrictCharField(min_length=1, max_length=200)
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0.00"))
+    available = StrictIntegerField(min_value=0, max_value=1_000_000_000)
 
     class Meta:
         model = Product
@@ -65,7 +63,8 @@ class ReservationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ReservationSerializer
 
     def get_queryset(self):
-        return selectors.reservation_list(order_id=self.request.query_params.get("order_id"))
+        order_id = uuid_query_param(self.request, "order_id")
+        return selectors.reservation_list(order_id=order_id)
 
     @extend_schema(parameters=[OpenApiParameter("order_id", str)])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -40,6 +40,12 @@ class ProductExists(Exception):
     pass
 
 
+def _listing(items: list[str], limit: int = 10) -> str:
+    """``a, b, c`` — at most ``limit`` names, then how many more (reasons stay short)."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
 def _with_occ(action: Callable[[], T], *, what: str) -> T:
     attempts = settings.SAGA_OCC_MAX_ATTEMPTS
     for attempt in range(attempts):
@@ -85,12 +91,12 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
         if unknown:
             return "InventoryRejected", {
                 "code": "unknown_sku", "skus": unknown,
-                "reason": f"unknown sku: {', '.join(unknown)}",
+                "reason": f"unknown sku: {_listing(unknown)}",
             }
         short = [sku for sku in sorted(wanted) if products[sku].available < wanted[sku]]
         if short:
-            detail = ", ".join(
-                f"{sku} (wanted {wanted[sku]}, available {products[sku].available})" for sku in short
+            detail = _listing(
+                [f"{sku} (wanted {wanted[sku]}, available {products[sku].available})" for sku in short]
             )
             return "InventoryRejected", {
                 "code": "out_of_stock", "skus": short, "reason": f"out of stock: {detail}",

@@ -11,7 +11,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict
+from common.api import Conflict, StrictCharField, StrictIntegerField
 from order_svc.orders import selectors, services
 from order_svc.orders.models import Order, OrderStatus
 
@@ -23,19 +23,19 @@ class AddressSerializer(serializers.Serializer):
     country = serializers.RegexField(
         r"^[A-Z]{2}$", error_messages={"invalid": "Must be an ISO-3166 alpha-2 code in upper case."}
     )
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    line1 = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    city = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    postal_code = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = StrictCharField(max_length=200, required=False, allow_blank=True)
+    line1 = StrictCharField(max_length=200, required=False, allow_blank=True)
+    city = StrictCharField(max_length=200, required=False, allow_blank=True)
+    postal_code = StrictCharField(max_length=200, required=False, allow_blank=True)
 
 
 class ItemInSerializer(serializers.Serializer):
-    sku = serializers.CharField(min_length=1, max_length=64)
-    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    sku = StrictCharField(min_length=1, max_length=64)
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 
 class OrderInSerializer(serializers.Serializer):
-    customer_id = serializers.CharField(min_length=1, max_length=64)
+    customer_id = StrictCharField(min_length=1, max_length=64)
     items = ItemInSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
     shipping_address = AddressSerializer()
 
@@ -69,8 +69,16 @@ class OrderOutSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
-            "id", "customer_id", "status", "failure_reason", "total", "items",
-            "shipping_address", "created_at", "updated_at", "timeline",
+            "id",
+            "customer_id",
+            "status",
+            "failure_reason",
+            "total",
+            "items",
+            "shipping_address",
+            "created_at",
+            "updated_at",
+            "timeline",
         ]
 
 

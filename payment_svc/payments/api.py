@@ -1,25 +1,22 @@
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict
+from common.api import Conflict, StrictCharField, uuid_query_param
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 
 
 class AccountSerializer(serializers.ModelSerializer):
-    customer_id = serializers.CharField(min_length=1, max_length=64)
-    balance = serializers.DecimalField(
-        max_digits=14, decimal_places=2, min_value=Decimal("0.00")
-    )
+    customer_id = StrictCharField(min_length=1, max_length=64)
+    balance = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0.00"))
 
     class Meta:
         model = Account
@@ -61,12 +58,7 @@ class PaymentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = PaymentSerializer
 
     def get_queryset(self):
-        order_id = self.request.query_params.get("order_id")
-        if order_id:
-            try:
-                uuid.UUID(order_id)
-            except ValueError as exc:
-                raise ValidationError({"order_id": ["Must be a UUID."]}) from exc
+        order_id = uuid_query_param(self.request, "order_id")
         return selectors.payment_list(
             order_id=order_id, customer_id=self.request.query_params.get("customer_id")
         )

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.api import uuid_query_param
 from shipping_svc.shipping import selectors
 from shipping_svc.shipping.models import Shipment
 
@@ -23,12 +22,7 @@ class ShipmentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ShipmentSerializer
 
     def get_queryset(self):
-        order_id = self.request.query_params.get("order_id")
-        if order_id:
-            try:
-                uuid.UUID(order_id)
-            except ValueError as exc:
-                raise ValidationError({"order_id": ["Must be a UUID."]}) from exc
+        order_id = uuid_query_param(self.request, "order_id")
         return selectors.shipment_list(order_id=order_id)
 
     @extend_schema(parameters=[OpenApiParameter("order_id", str)])

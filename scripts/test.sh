@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make test`: bring the stack up (installing what is missing), then lint and run
+# every suite against real PostgreSQL, RabbitMQ and worker processes.
+#   scripts/test.sh                 everything
+#   scripts/test.sh order           one service's tests (tests/order, with its settings)
+#   scripts/test.sh unit|e2e        one layer
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=.venv/bin/python
+ARTIFACTS="$ROOT/test-artifacts"
+TEST_BROKER_URL="amqp://saga:saga@127.0.0.1:${SAGA_AMQP_PORT:-5672}/saga_test"
+SERVICES="order payment inventory shipping"
+ONLY="${1:-all}"
+
+scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
+scripts/stack.sh rabbitmqctl -q add_vhost saga_test >/dev/null 2>&1 || true
+scripts/stack.sh rabbitmqctl -q set_permissions -p saga_test saga '.*' '.*' '.*' >/dev/null
+rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS"
+
+status=0
+step() { printf '\n\033[1m==> %s\033[0m\n' "$1"; shift; "$@" || status=1; }
+suite() {  # suite NAME [pytest args...]: exit code 5 (nothing collected) is a failure too
+    local name=$1; shift
+    step "pytest $name" "$PY" -m pytest -q -p no:cacheprovider --junitxml="$ARTIFACTS/junit-$name.xml" "$@"
+}
+
+if [ "$ONLY" = all ]; then
+    step "ruff check" .venv/bin/ruff check .
+    step "ruff format --check" .venv/bin/ruff format --check .
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = unit ]; then
+    suite unit tests/unit
+fi
+for svc in $SERVICES; do
+    if [ "$ONLY" = all ] || [ "$ONLY" = "$svc" ]; then
+        SAGA_BROKER_URL="$TEST_BROKER_URL" suite "$svc" "tests/$svc" --ds="${svc}_svc.settings" --create-db
+    fi
+done
+if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
+    suite e2e tests/e2e
+fi
+
+"$PY" scripts/junit_summary.py "$ARTIFACTS"/junit-*.xml || status=1
+exit $status

@@ -1,0 +1,134 @@
+"""Every saga path of SPEC §2 (except timeouts), driven over HTTP with every process running."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from kombu import Connection, Queue
+
+from common.envelope import Envelope
+from tests.support import Api, check_order_invariants, ctl, poll
+
+BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
+PATHS = [
+    # title, balance, stock, quantity, sku known, customer known, country, status, steps
+    ("success", "100.00", 10, 2, True, True, "FR", "COMPLETED",
+     ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"]),
+    ("out of stock", "100.00", 1, 2, True, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
+    ("unknown sku", "100.00", 10, 1, False, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
+    ("insufficient funds", "1.00", 10, 2, True, True, "FR", "CANCELLED",
+     ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"]),
+    ("unknown customer", "100.00", 10, 2, True, False, "FR", "CANCELLED",
+     ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"]),
+    ("unserved country", "100.00", 10, 2, True, True, "AQ", "CANCELLED",
+     ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentFailed",
+      "InventoryReleased", "PaymentRefunded"]),
+]
+
+
+@pytest.mark.parametrize(("title", "balance", "stock", "quantity", "sku_known", "customer_known", "country",
+                          "status", "steps"), PATHS, ids=[p[0] for p in PATHS])
+def test_saga_path(api: Api, title, balance, stock, quantity, sku_known, customer_known, country,
+                   status, steps) -> None:
+    sku = api.product(price="5.00", available=stock)
+    customer = api.account(balance=balance)
+    order = api.place(customer if customer_known else f"ghost-{uuid.uuid4().hex[:8]}",
+                      [(sku if sku_known else f"ghost-{uuid.uuid4().hex[:8]}", quantity)], country)
+    assert order["status"] == "PENDING"
+    final = api.wait_terminal(order["id"])
+    assert final["status"] == status, final
+    seen = [step["event_type"] for step in final["timeline"]]
+    # Compensations may arrive in either order; every expected step is there exactly once.
+    assert sorted(seen[: len(steps)]) == sorted(steps), seen
+    assert seen[: 2] == steps[: 2]
+    assert [step["at"] for step in final["timeline"]] == sorted(step["at"] for step in final["timeline"])
+    if status != "COMPLETED":
+        assert final["failure_reason"]
+    # Wait for the last effect (a deduction follows completion), then SPEC §5.
+    if status == "COMPLETED":
+        poll(lambda: api.stock(sku), lambda s: s["reserved"] == 0, timeout=10, what="the deduction")
+    check_order_invariants(api, api.order(order["id"]))
+    product = api.stock(sku)
+    sold = quantity if status == "COMPLETED" else 0
+    assert (product["available"], product["reserved"]) == (stock - sold, 0)
+    if customer_known:
+        spent = Decimal("5.00") * quantity if status == "COMPLETED" else Decimal(0)
+        assert api.balance(customer) == Decimal(balance) - spent
+
+
+def publish(routing_key: str, body: bytes | str, *, exchange: str = "saga.events") -> None:
+    with Connection(BROKER, transport_options={"confirm_publish": True}) as conn:
+        conn.Producer().publish(body, exchange=exchange, routing_key=routing_key,
+                                content_type="application/json", content_encoding="utf-8",
+                                delivery_mode=2, retry=True)
+
+
+def test_a_duplicate_event_on_the_broker_has_no_second_effect(api: Api) -> None:
+    sku = api.product(price="3.00", available=5)
+    customer = api.account(balance="50.00")
+    order = api.wait_terminal(api.place(customer, [(sku, 2)])["id"])
+    assert order["status"] == "COMPLETED"
+    reserved = next(s for s in order["timeline"] if s["event_type"] == "InventoryReserved")
+    copy = Envelope(
+        event_id=reserved["event_id"], event_type="InventoryReserved", saga_id=order["id"],
+        producer="inventory", occurred_at=datetime.fromisoformat(reserved["at"]).astimezone(UTC),
+        payload={"customer_id": customer, "total": order["total"],
+                 "lines": [{"sku": sku, "quantity": 2, "unit_price": "3.00"}]},
+    )
+    publish("inventory.reserved", copy.to_json())
+    # A later order through the same payment queue completes only after the copy was handled.
+    later = api.wait_terminal(api.place(customer, [(sku, 1)])["id"])
+    assert later["status"] == "COMPLETED"
+    assert api.balance(customer) == Decimal("41.00")
+    assert [p["kind"] for p in api.payments(order["id"])] == ["charge"]
+    assert len(api.shipments(order["id"])) == 1
+
+
+def test_relay_down_between_commit_and_publish_loses_nothing(api: Api) -> None:
+    sku = api.product(available=5)
+    customer = api.account()
+    ctl("stop", "order-relay")
+    try:
+        order = api.place(customer, [(sku, 1)])
+        # Committed, not published: nothing downstream moves while the relay is down.
+        for _ in range(10):
+            assert api.order(order["id"])["status"] == "PENDING"
+            assert api.stock(sku)["available"] == 5
+    finally:
+        ctl("start", "order-relay")
+    assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
+    check_order_invariants(api, api.order(order["id"]))
+
+
+def test_garbage_on_a_service_queue_is_parked_and_the_worker_keeps_working(api: Api) -> None:
+    marker = uuid.uuid4().hex
+    publish("inventory.events", b"\x00not json " + marker.encode(), exchange="")
+    publish("inventory.events", json.dumps({"event_id": marker}), exchange="")
+    reasons = poll(lambda: parked_reasons("inventory.parked", marker), lambda r: len(r) == 2,
+                   timeout=15, what="both messages in inventory.parked")
+    assert all(reason.startswith("malformed event") for reason in reasons), reasons
+    sku = api.product(available=1)
+    order = api.place(api.account(), [(sku, 1)])
+    assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
+
+
+_parked_seen: dict[str, list[str]] = {}
+
+
+def parked_reasons(queue: str, marker: str) -> list[str]:
+    """Take the parked messages that carry ``marker``; return the reasons seen so far."""
+    seen = _parked_seen.setdefault(marker, [])
+    with Connection(BROKER) as conn:
+        # Unacked messages that are not ours return to the queue when the channel closes.
+        bound = Queue(queue, no_declare=True)(conn.channel())
+        while (message := bound.get(no_ack=False)) is not None:
+            body = message.body.encode() if isinstance(message.body, str) else message.body
+            if marker.encode() in body:
+                message.ack()
+                seen.append(message.headers["x-saga-park-reason"])
+    return seen

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from common.consumer import Disposition
+from common.contracts import validate_payload
+from inventory_svc.inventory import services
+from inventory_svc.inventory.models import Product, Reservation
+from tests.events import deliver, envelope, outbox_events, outbox_types
+
+pytestmark = pytest.mark.django_db
+
+
+def placed(order_id: str, items: list[tuple[str, int]], customer: str = "alice"):
+    return envelope("OrderPlaced", order_id, {
+        "customer_id": customer,
+        "items": [{"sku": sku, "quantity": q} for sku, q in items],
+        "shipping_address": {"country": "FR"},
+    }, producer="order")
+
+
+@pytest.fixture
+def stock() -> dict[str, Product]:
+    return {
+        sku: services.product_create(sku=sku, name=sku, price=Decimal(price), available=available)
+        for sku, price, available in [("b-bolt", "0.25", 10), ("a-anvil", "99.99", 2)]
+    }
+
+
+def conserved(sku: str) -> None:
+    product = Product.objects.get(sku=sku)
+    deducted = sum(r.quantity for r in Reservation.objects.filter(product=product, status="DEDUCTED"))
+    assert product.available >= 0 and product.reserved >= 0
+    assert product.received == product.available + product.reserved + deducted
+
+
+def test_reserve_prices_every_line_in_sku_order(stock) -> None:
+    order_id = str(uuid.uuid4())
+    assert deliver(placed(order_id, [("b-bolt", 4), ("a-anvil", 1)])).disposition is Disposition.HANDLED
+    [event] = outbox_events(order_id)
+    assert event["event_type"] == "InventoryReserved"
+    assert event["payload"] == {"customer_id": "alice", "total": "100.99", "lines": [
+        {"sku": "a-anvil", "quantity": 1, "unit_price": "99.99"},
+        {"sku": "b-bolt", "quantity": 4, "unit_price": "0.25"}]}
+    validate_payload("InventoryReserved", 1, event["payload"])
+    bolt = Product.objects.get(sku="b-bolt")
+    assert (bolt.available, bolt.reserved, bolt.version) == (6, 4, 2)
+    conserved("b-bolt")
+
+
+@pytest.mark.parametrize(
+    ("items", "code"),
+    [([("a-anvil", 3)], "out_of_stock"), ([("a-anvil", 1), ("zz-nothing", 1)], "unknown_sku")],
+)
+def test_reject_reserves_nothing(stock, items, code) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, items))
+    [event] = outbox_events(order_id)
+    assert event["event_type"] == "InventoryRejected"
+    assert event["payload"]["code"] == code
+    validate_payload("InventoryRejected", 1, event["payload"])
+    assert not Reservation.objects.filter(order_id=order_id).exists()
+    assert Product.objects.get(sku="a-anvil").available == 2
+
+
+def test_release_then_duplicate_release_has_one_effect(stock) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, [("b-bolt", 3)]))
+    declined = envelope("PaymentDeclined", order_id, {"customer_id": "alice", "code": "insufficient_funds",
+                                                      "reason": "no money", "amount": "0.75"})
+    assert deliver(declined).disposition is Disposition.HANDLED
+    assert deliver(declined).disposition is Disposition.DUPLICATE
+    # A second, different compensation request for the same order: no second effect either.
+    failed = envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"})
+    assert deliver(failed).disposition is Disposition.HANDLED
+    bolt = Product.objects.get(sku="b-bolt")
+    assert (bolt.available, bolt.reserved) == (10, 0)
+    assert outbox_types(order_id) == ["InventoryReserved", "InventoryReleased"]
+    conserved("b-bolt")
+
+
+def test_deduct_on_completion(stock) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, [("b-bolt", 3)]))
+    completed = envelope("OrderCompleted", order_id, {}, producer="order")
+    deliver(completed)
+    assert deliver(completed).disposition is Disposition.DUPLICATE
+    bolt = Product.objects.get(sku="b-bolt")
+    assert (bolt.available, bolt.reserved) == (7, 0)
+    assert outbox_types(order_id) == ["InventoryReserved", "InventoryDeducted"]
+    conserved("b-bolt")
+
+
+def test_duplicate_order_placed_reserves_once(stock) -> None:
+    order_id = str(uuid.uuid4())
+    event = placed(order_id, [("b-bolt", 2)])
+    assert deliver(event).disposition is Disposition.HANDLED
+    assert deliver(event).disposition is Disposition.DUPLICATE
+    assert Product.objects.get(sku="b-bolt").available == 8
+    assert outbox_types(order_id) == ["InventoryReserved"]
+
+
+def test_version_conflicts_are_retried_then_handed_to_the_tiers(stock, settings, monkeypatch) -> None:
+    """A conflict on every attempt must end in OccRetriesExhausted (→ retry tier), not a loop."""
+    settings.SAGA_OCC_MAX_ATTEMPTS = 3
+    calls = []
+    real_apply = services._apply
+
+    def always_conflict(product, **kwargs):
+        calls.append(product.sku)
+        raise services.VersionConflict(product.sku)
+
+    monkeypatch.setattr(services, "_apply", always_conflict)
+    outcome = deliver(placed(str(uuid.uuid4()), [("b-bolt", 1)]))
+    assert outcome.disposition is Disposition.RETRY
+    assert "OccRetriesExhausted" in outcome.reason
+    assert len(calls) == 3
+    monkeypatch.setattr(services, "_apply", real_apply)
+    assert Product.objects.get(sku="b-bolt").available == 10
+
+
+def test_a_stale_version_matches_no_row(stock) -> None:
+    stale = Product.objects.get(sku="b-bolt")
+    services._apply(Product.objects.get(sku="b-bolt"), available=-1, reserved=1)
+    with pytest.raises(services.VersionConflict):
+        services._apply(stale, available=-1, reserved=1)
+
+
+def test_rejecting_a_hundred_unknown_skus_keeps_the_reason_short(stock) -> None:
+    order_id = str(uuid.uuid4())
+    assert deliver(placed(order_id, [(f"s{i}", 1) for i in range(100)])).disposition is Disposition.HANDLED
+    [event] = outbox_events(order_id)
+    validate_payload("InventoryRejected", 1, event["payload"])
+    assert len(event["payload"]["skus"]) == 100
+    assert event["payload"]["reason"].endswith("and 90 more")

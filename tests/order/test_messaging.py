@@ -1,0 +1,159 @@
+"""The outbox relay, topology and consumer against a real RabbitMQ (vhost ``saga_test``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from kombu import Connection, Queue
+from kombu.exceptions import OperationalError
+
+from common import faults
+from common.broker import Publisher, topology
+from common.consumer import (
+    ATTEMPT_HEADER,
+    LAST_ERROR_HEADER,
+    PARK_REASON_HEADER,
+    EventConsumer,
+    raw_body,
+)
+from common.messaging.models import OutboxMessage
+from common.relay import Relay
+from common.topology import EVENTS_EXCHANGE, UNROUTABLE_QUEUE, declare_service
+from order_svc.orders import services
+from tests.events import envelope
+
+
+@pytest.fixture
+def broker(settings):
+    """A clean view of the test vhost: this service's topology declared, queues purged."""
+    with Connection(settings.SAGA_BROKER_URL) as conn:
+        channel = conn.channel()
+        declare_service(channel, topology())
+        for queue in [*topology().all_queues(), UNROUTABLE_QUEUE]:
+            queue(channel).purge()
+        yield conn
+
+
+@pytest.fixture
+def spy(broker):
+    """A private queue bound to order.placed, to see what the relay publishes."""
+    queue = Queue(f"test.spy.{uuid.uuid4().hex}", exchange=EVENTS_EXCHANGE, routing_key="order.placed",
+                  exclusive=True, auto_delete=True)
+    bound = queue(broker.channel())
+    bound.declare()
+    return bound
+
+
+def drain(queue, expected: int, timeout: float = 5.0) -> list:
+    """Get messages from ``queue`` until ``expected`` arrived or the deadline passed."""
+    import time
+
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        message = queue.get(no_ack=True)
+        if message is None:
+            time.sleep(0.05)
+        else:
+            got.append(message)
+    return got
+
+
+def place() -> str:
+    order, _ = services.order_place(customer_id="alice", items=[{"sku": "a", "quantity": 1}],
+                                    shipping_address={"country": "FR"})
+    return str(order.id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_publishes_persistently_and_marks_published(spy) -> None:
+    order_id = place()
+    assert Relay().publish_pending() == 1
+    [message] = drain(spy, 1)
+    assert message.delivery_info["routing_key"] == "order.placed"
+    assert message.properties["delivery_mode"] == 2
+    assert json.loads(message.body)["saga_id"] == order_id
+    row = OutboxMessage.objects.get(saga_id=order_id)
+    assert row.published_at is not None
+    assert str(row.event_id) == message.properties["message_id"]
+    assert Relay().publish_pending() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_crash_between_publish_and_mark_loses_nothing(spy, monkeypatch) -> None:
+    order_id = place()
+    monkeypatch.setenv("SAGA_FAULTS", "relay.after_publish=raise")
+    monkeypatch.setattr(faults, "_config", None)
+    with pytest.raises(faults.InjectedFault):
+        Relay().publish_pending()
+    assert OutboxMessage.objects.get(saga_id=order_id).published_at is None
+    monkeypatch.setenv("SAGA_FAULTS", "")
+    monkeypatch.setattr(faults, "_config", None)
+    assert Relay().publish_pending() == 1
+    first, second = drain(spy, 2)
+    # The same event twice, same event_id: the consumers' inboxes absorb the copy.
+    assert first.body == second.body
+    assert OutboxMessage.objects.get(saga_id=order_id).published_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_keeps_rows_when_the_broker_is_unreachable() -> None:
+    order_id = place()
+    relay = Relay(publisher=Publisher("amqp://saga:saga@127.0.0.1:1/saga_test"))
+    with pytest.raises(OperationalError):
+        relay.publish_pending()
+    row = OutboxMessage.objects.get(saga_id=order_id)
+    assert row.published_at is None
+
+
+def test_unroutable_event_is_caught_by_the_alternate_exchange(broker) -> None:
+    publisher = Publisher()
+    try:
+        publisher.publish(b'{"nobody": "listens"}', exchange=EVENTS_EXCHANGE, routing_key="nobody.listens")
+    finally:
+        publisher.close()
+    [message] = drain(UNROUTABLE_QUEUE(broker.channel()), 1)
+    assert message.delivery_info["routing_key"] == "nobody.listens"
+
+
+def consume_one(broker, body: bytes, headers: dict | None = None) -> None:
+    publisher = Publisher()
+    try:
+        publisher.publish(body, exchange="", routing_key=topology().events_queue.name, headers=headers)
+    finally:
+        publisher.close()
+    consumer = EventConsumer()
+    with consumer.consumer(broker.channel()):
+        broker.drain_events(timeout=5)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"\x00garbage{", "malformed event: body is not valid JSON"),
+    (json.dumps({"event_id": "x"}).encode(), "malformed event: envelope is missing field"),
+])
+def test_a_malformed_message_is_parked_with_its_reason(broker, body, reason) -> None:
+    consume_one(broker, body, headers={"x-origin": "test"})
+    [parked] = drain(topology().parked_queue(broker.channel()), 1)
+    assert raw_body(parked) == body
+    assert parked.headers[PARK_REASON_HEADER].startswith(reason)
+    assert parked.headers["x-saga-original-headers"] == {"x-origin": "test"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_of_a_type_this_service_does_not_handle_is_parked(broker) -> None:
+    event = envelope("OrderCompleted", str(uuid.uuid4()), {})  # emitted by order, never consumed by it
+    consume_one(broker, event.to_json().encode())
+    [parked] = drain(topology().parked_queue(broker.channel()), 1)
+    assert "order has no handler for OrderCompleted" in parked.headers[PARK_REASON_HEADER]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_handler_goes_to_the_first_retry_tier_of_this_service(broker) -> None:
+    event = envelope("InventoryRejected", str(uuid.uuid4()), {"code": "out_of_stock", "reason": "x"})
+    consume_one(broker, event.to_json().encode())  # no such order here: the handler raises
+    [retried] = drain(topology().retry_queues[0](broker.channel()), 1)
+    assert retried.headers[ATTEMPT_HEADER] == 1
+    assert "OrderNotFound" in retried.headers[LAST_ERROR_HEADER]
+    assert json.loads(retried.body)["event_id"] == event.event_id

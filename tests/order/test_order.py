@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from common.consumer import Disposition
+from common.contracts import validate_payload
+from common.messaging.models import OutboxMessage
+from common.outbox import OutsideTransactionError, emit
+from order_svc.orders import services
+from order_svc.orders.models import IllegalTransition, Order, OrderStatus
+from tests.events import deliver, envelope, outbox_events, outbox_types
+
+
+def new_order(**fields) -> Order:
+    return Order(id=uuid.uuid4(), customer_id="c", shipping_address={"country": "FR"},
+                 deadline_at=timezone.now() + timedelta(seconds=30), **fields)
+
+
+# -- model transitions (no database) -------------------------------------------------
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        (OrderStatus.COMPLETED, lambda o: o.mark_rejected(reason="x")),
+        (OrderStatus.CANCELLED, lambda o: o.mark_completed()),
+        (OrderStatus.REJECTED, lambda o: o.start_compensation(reason="x", expected=["InventoryReleased"])),
+        (OrderStatus.COMPENSATING, lambda o: o.mark_completed()),
+    ],
+)
+def test_illegal_transitions_raise(status, action) -> None:
+    order = new_order(status=status)
+    with pytest.raises(IllegalTransition, match=f"cannot go from {status}"):
+        action(order)
+
+
+def test_compensating_until_every_undo_is_confirmed_in_any_order() -> None:
+    order = new_order()
+    order.confirm_compensation("PaymentRefunded")  # arrives before the failure itself
+    assert order.status == OrderStatus.PENDING
+    order.start_compensation(reason="AQ", expected=["InventoryReleased", "PaymentRefunded"])
+    assert order.status == OrderStatus.COMPENSATING
+    assert order.compensations_pending == ["InventoryReleased"]
+    order.confirm_compensation("InventoryReleased")
+    assert order.status == OrderStatus.CANCELLED
+    assert order.finished_at is not None
+
+
+# -- with the database ---------------------------------------------------------------
+def place(**kwargs) -> Order:
+    order, _ = services.order_place(
+        customer_id="alice", items=[{"sku": "b", "quantity": 1}, {"sku": "a", "quantity": 2}],
+        shipping_address={"country": "FR"}, **kwargs)
+    return order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outbox_row_commits_with_the_order_or_not_at_all() -> None:
+    with pytest.raises(RuntimeError, match="boom"), transaction.atomic():
+        place()
+        raise RuntimeError("boom")
+    assert Order.objects.count() == 0
+    assert OutboxMessage.objects.count() == 0
+    order = place()
+    [event] = outbox_events(str(order.id))
+    assert event["event_type"] == "OrderPlaced"
+    assert event["payload"]["items"] == [{"sku": "a", "quantity": 2}, {"sku": "b", "quantity": 1}]
+    validate_payload("OrderPlaced", 1, event["payload"])
+    assert event["trace"]["traceparent"].startswith("00-")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_emit_outside_a_transaction_is_refused() -> None:
+    with pytest.raises(OutsideTransactionError):
+        emit(event_type="OrderCompleted", saga_id=str(uuid.uuid4()), payload={})
+
+
+@pytest.mark.django_db
+def test_idempotency_key_replays_and_conflicts() -> None:
+    first = place(idempotency_key="k1", fingerprint="f1")
+    again, created = services.order_place(customer_id="alice", items=[{"sku": "a", "quantity": 1}],
+                                          shipping_address={"country": "FR"},
+                                          idempotency_key="k1", fingerprint="f1")
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(services.IdempotencyConflict, match="different request body"):
+        services.order_place(customer_id="bob", items=[{"sku": "a", "quantity": 1}],
+                             shipping_address={"country": "FR"}, idempotency_key="k1", fingerprint="f2")
+    assert Order.objects.count() == 1
+
+
+def reserved(order_id: str):
+    return envelope("InventoryReserved", order_id, {"customer_id": "alice", "total": "7.00", "lines": [
+        {"sku": "a", "quantity": 2, "unit_price": "3.00"}, {"sku": "b", "quantity": 1, "unit_price": "1.00"}]},
+        producer="inventory")
+
+
+EVENTS = {
+    "InventoryReserved": reserved,
+    "InventoryRejected": lambda o: envelope("InventoryRejected", o, {"code": "out_of_stock", "reason": "none"}),
+    "PaymentCompleted": lambda o: envelope("PaymentCompleted", o, {"customer_id": "alice", "amount": "7.00"}),
+    "PaymentDeclined": lambda o: envelope("PaymentDeclined", o, {"customer_id": "alice", "code":
+                                                                 "insufficient_funds", "reason": "poor"}),
+    "ShipmentScheduled": lambda o: envelope("ShipmentScheduled", o, {"shipment_id": "s", "country": "FR"}),
+    "ShipmentFailed": lambda o: envelope("ShipmentFailed", o, {"code": "country_not_served", "reason": "AQ"}),
+    "InventoryReleased": lambda o: envelope("InventoryReleased", o, {"lines": []}),
+    "PaymentRefunded": lambda o: envelope("PaymentRefunded", o, {"customer_id": "alice", "amount": "7.00"}),
+    "InventoryDeducted": lambda o: envelope("InventoryDeducted", o, {"lines": []}),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("event_type", sorted(EVENTS))
+def test_duplicate_of_every_event_type_has_no_second_effect(event_type: str) -> None:
+    order = place()
+    event = EVENTS[event_type](str(order.id))
+    assert deliver(event).disposition is Disposition.HANDLED
+    after_first = (Order.objects.get(id=order.id).status, outbox_types(str(order.id)),
+                   order.timeline.count())
+    assert deliver(event).disposition is Disposition.DUPLICATE
+    assert (Order.objects.get(id=order.id).status, outbox_types(str(order.id)),
+            order.timeline.count()) == after_first
+
+
+def test_every_event_type_the_order_service_consumes_is_covered() -> None:
+    from order_svc.orders.handlers import registry
+
+    assert set(registry.event_types) == set(EVENTS)
+
+
+@pytest.mark.django_db
+def test_happy_path_reactions() -> None:
+    order = place()
+    oid = str(order.id)
+    deliver(reserved(oid))
+    order.refresh_from_db()
+    assert order.total == Decimal("7.00")
+    assert {line.sku: line.unit_price for line in order.lines.all()} == {"a": Decimal("3.00"),
+                                                                         "b": Decimal("1.00")}
+    deliver(EVENTS["ShipmentScheduled"](oid))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.COMPLETED
+    assert outbox_types(oid) == ["OrderPlaced", "OrderCompleted"]
+    assert [e.event_type for e in order.timeline.all()] == ["OrderPlaced", "InventoryReserved",
+                                                            "ShipmentScheduled", "OrderCompleted"]
+
+
+@pytest.mark.django_db
+def test_shipment_failure_waits_for_refund_and_release() -> None:
+    oid = str(place().id)
+    deliver(EVENTS["ShipmentFailed"](oid))
+    assert Order.objects.get(id=oid).status == OrderStatus.COMPENSATING
+    deliver(EVENTS["PaymentRefunded"](oid))
+    assert Order.objects.get(id=oid).status == OrderStatus.COMPENSATING
+    deliver(EVENTS["InventoryReleased"](oid))
+    order = Order.objects.get(id=oid)
+    assert (order.status, order.failure_reason) == (OrderStatus.CANCELLED, "AQ")
+
+
+@pytest.mark.django_db
+def test_event_for_an_unknown_order_is_retried_not_applied() -> None:
+    outcome = deliver(reserved(str(uuid.uuid4())))
+    assert outcome.disposition is Disposition.RETRY
+    assert "unknown order" in outcome.reason

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from common.consumer import Disposition
+from common.contracts import validate_payload
+from payment_svc.payments import services
+from payment_svc.payments.models import Account, Payment
+from tests.events import deliver, envelope, outbox_events, outbox_types
+
+pytestmark = pytest.mark.django_db
+
+
+def reserved(order_id: str, customer: str = "alice", total: str = "30.00"):
+    return envelope("InventoryReserved", order_id, {"customer_id": customer, "total": total,
+                                                    "lines": [{"sku": "a", "quantity": 1, "unit_price": total}]},
+                    producer="inventory")
+
+
+def shipment_failed(order_id: str):
+    return envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"},
+                    producer="shipping")
+
+
+@pytest.fixture
+def alice() -> Account:
+    return services.account_create(customer_id="alice", balance=Decimal("50.00"))
+
+
+def conserved(customer: str) -> None:
+    account = Account.objects.get(customer_id=customer)
+    charges = sum(p.amount for p in Payment.objects.filter(customer_id=customer, kind="charge"))
+    refunds = sum(p.amount for p in Payment.objects.filter(customer_id=customer, kind="refund"))
+    assert account.balance >= 0
+    assert account.opening_balance == account.balance + charges - refunds
+
+
+def test_charge_once_even_when_delivered_twice(alice) -> None:
+    order_id = str(uuid.uuid4())
+    event = reserved(order_id)
+    assert deliver(event).disposition is Disposition.HANDLED
+    assert deliver(event).disposition is Disposition.DUPLICATE
+    # Even a different event asking again for the same order charges nothing more.
+    assert deliver(reserved(order_id)).disposition is Disposition.HANDLED
+    assert Account.objects.get(customer_id="alice").balance == Decimal("20.00")
+    assert outbox_types(order_id) == ["PaymentCompleted"]
+    validate_payload("PaymentCompleted", 1, outbox_events(order_id)[0]["payload"])
+    conserved("alice")
+
+
+@pytest.mark.parametrize(("customer", "total", "code"),
+                         [("alice", "50.01", "insufficient_funds"), ("nobody", "1.00", "unknown_customer")])
+def test_declines_move_no_money(alice, customer, total, code) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(reserved(order_id, customer, total))
+    [event] = outbox_events(order_id)
+    assert (event["event_type"], event["payload"]["code"]) == ("PaymentDeclined", code)
+    validate_payload("PaymentDeclined", 1, event["payload"])
+    assert not Payment.objects.filter(order_id=order_id).exists()
+    assert Account.objects.get(customer_id="alice").balance == Decimal("50.00")
+
+
+def test_refund_once_after_shipment_failure(alice) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(reserved(order_id))
+    failed = shipment_failed(order_id)
+    assert deliver(failed).disposition is Disposition.HANDLED
+    assert deliver(failed).disposition is Disposition.DUPLICATE
+    deliver(shipment_failed(order_id))
+    assert Account.objects.get(customer_id="alice").balance == Decimal("50.00")
+    assert outbox_types(order_id) == ["PaymentCompleted", "PaymentRefunded"]
+    validate_payload("PaymentRefunded", 1, outbox_events(order_id)[1]["payload"])
+    conserved("alice")
+
+
+def test_exact_balance_can_be_spent_and_never_overdrawn(alice) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    deliver(reserved(first, total="50.00"))
+    deliver(reserved(second, total="0.01"))
+    assert outbox_types(first) == ["PaymentCompleted"]
+    assert outbox_types(second) == ["PaymentDeclined"]
+    assert Account.objects.get(customer_id="alice").balance == Decimal("0.00")

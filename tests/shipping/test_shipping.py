@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from common.consumer import Disposition
+from common.contracts import validate_payload
+from shipping_svc.shipping.models import Shipment
+from tests.events import deliver, envelope, outbox_events, outbox_types
+
+pytestmark = pytest.mark.django_db
+
+
+def placed(order_id: str, country: str):
+    return envelope("OrderPlaced", order_id, {"customer_id": "c", "items": [{"sku": "a", "quantity": 1}],
+                                              "shipping_address": {"country": country, "city": "Paris"}},
+                    producer="order")
+
+
+def paid(order_id: str):
+    return envelope("PaymentCompleted", order_id, {"customer_id": "c", "amount": "1.00"}, producer="payment")
+
+
+def test_schedules_once_for_a_served_country() -> None:
+    order_id = str(uuid.uuid4())
+    first = placed(order_id, "FR")
+    assert deliver(first).disposition is Disposition.HANDLED
+    assert deliver(first).disposition is Disposition.DUPLICATE
+    payment = paid(order_id)
+    assert deliver(payment).disposition is Disposition.HANDLED
+    assert deliver(payment).disposition is Disposition.DUPLICATE
+    deliver(paid(order_id))
+    assert Shipment.objects.filter(order_id=order_id, status="SCHEDULED").count() == 1
+    assert outbox_types(order_id) == ["ShipmentScheduled"]
+    validate_payload("ShipmentScheduled", 1, outbox_events(order_id)[0]["payload"])
+
+
+def test_unserved_country_fails_without_a_shipment() -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "AQ"))
+    deliver(paid(order_id))
+    assert not Shipment.objects.filter(order_id=order_id).exists()
+    [event] = outbox_events(order_id)
+    assert event["event_type"] == "ShipmentFailed"
+    validate_payload("ShipmentFailed", 1, event["payload"])
+
+
+def test_served_set_is_configurable(settings) -> None:
+    settings.SHIPPING_SERVED_COUNTRIES = ["DE"]
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "FR"))
+    deliver(paid(order_id))
+    assert outbox_types(order_id) == ["ShipmentFailed"]
+
+
+def test_payment_before_destination_is_retried() -> None:
+    order_id = str(uuid.uuid4())
+    outcome = deliver(paid(order_id))
+    assert outcome.disposition is Disposition.RETRY
+    assert "DestinationUnknown" in outcome.reason
+    deliver(placed(order_id, "FR"))
+    assert deliver(paid(order_id)).disposition is Disposition.HANDLED
+    assert outbox_types(order_id) == ["ShipmentScheduled"]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from common.contracts import known_event_types, validate_payload
+from common.envelope import ENVELOPE_FIELDS, Envelope, EnvelopeError, routing_key_for
+
+
+def make(**overrides: object) -> dict:
+    envelope = Envelope(
+        event_type="OrderPlaced",
+        saga_id=str(uuid.uuid4()),
+        producer="order",
+        payload={"customer_id": "c", "items": [{"sku": "a", "quantity": 1}],
+                 "shipping_address": {"country": "FR"}},
+        causation_id=None,
+        trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+    ).to_dict()
+    envelope.update(overrides)
+    return envelope
+
+
+def test_round_trip_keeps_every_field() -> None:
+    original = Envelope.from_dict(make())
+    decoded = Envelope.from_json(original.to_json())
+    assert decoded == original
+    assert set(json.loads(original.to_json())) == set(ENVELOPE_FIELDS)
+    assert decoded.occurred_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "key"),
+    [("OrderPlaced", "order.placed"), ("InventoryReserved", "inventory.reserved"),
+     ("PaymentDeclined", "payment.declined"), ("ShipmentScheduled", "shipment.scheduled")],
+)
+def test_routing_key_is_lower_case_dotted(event_type: str, key: str) -> None:
+    assert routing_key_for(event_type) == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"event_id": str(uuid.uuid4())}).encode(), "missing field"),
+        (json.dumps(make(event_id="nope")).encode(), "event_id 'nope' is not a UUID"),
+        (json.dumps(make(saga_id=12)).encode(), "saga_id 12 is not a UUID"),
+        (json.dumps(make(event_type="order_placed")).encode(), "not a valid event type"),
+        (json.dumps(make(occurred_at="yesterday")).encode(), "not an ISO 8601"),
+        (json.dumps(make(occurred_at="2026-01-01T00:00:00")).encode(), "no time zone"),
+        (json.dumps(make(payload=[1])).encode(), "payload must be a JSON object"),
+        (json.dumps(make(schema_version=0)).encode(), "schema_version"),
+        (json.dumps(make(trace="x")).encode(), "trace must be"),
+        (json.dumps({**make(), "extra": 1}).encode(), "unknown field"),
+    ],
+)
+def test_malformed_envelopes_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match=reason):
+        Envelope.from_json(raw)
+
+
+def test_payload_is_checked_against_its_contract() -> None:
+    validate_payload("OrderPlaced", 1, make()["payload"])
+    with pytest.raises(EnvelopeError, match="items/0/quantity"):
+        validate_payload("OrderPlaced", 1, {"customer_id": "c", "items": [{"sku": "a", "quantity": 0}],
+                                            "shipping_address": {"country": "FR"}})
+    with pytest.raises(EnvelopeError, match="no contract for Unheard"):
+        validate_payload("UnheardOf", 1, {})
+
+
+def test_every_contract_names_a_well_formed_event_type() -> None:
+    assert "OrderPlaced" in known_event_types()
+    for event_type in known_event_types():
+        routing_key_for(event_type)
+
+
+def test_occurred_at_is_aware_utc_by_default() -> None:
+    envelope = Envelope(event_type="OrderCompleted", saga_id=str(uuid.uuid4()), producer="order", payload={})
+    assert envelope.occurred_at <= datetime.now(tz=UTC)
+    assert envelope.occurred_at.utcoffset().total_seconds() == 0
