@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """One entry point for the four services: ``./manage.py <service> <command> [args]``.
 
-    ./manage.py order migrate
-    ./manage.py inventory shell
-    ./manage.py payment relay          # the outbox relay of the payment service
+./manage.py order migrate
+./manage.py inventory shell
+./manage.py payment relay          # the outbox relay of the payment service
 """
 
 import os

@@ -160,41 +160,64 @@ class EventConsumer:
             close_old_connections()
             tiers = self.topology.tiers
             if attempt < len(tiers):
-                self._forward(message, headers, exchange=self.topology.retry_exchange,
-                              routing_key=tiers[attempt],
-                              extra_headers={ATTEMPT_HEADER: attempt + 1,
-                                             LAST_ERROR_HEADER: outcome.reason[:MAX_HEADER_TEXT]})
-                log.warning("retrying %s in tier %s: %s", event_type, tiers[attempt],
-                            outcome.reason, extra=extra)
+                self._forward(
+                    message,
+                    headers,
+                    exchange=self.topology.retry_exchange,
+                    routing_key=tiers[attempt],
+                    extra_headers={
+                        ATTEMPT_HEADER: attempt + 1,
+                        LAST_ERROR_HEADER: outcome.reason[:MAX_HEADER_TEXT],
+                    },
+                )
+                log.warning(
+                    "retrying %s in tier %s: %s", event_type, tiers[attempt], outcome.reason, extra=extra
+                )
             else:
-                self._park(message, headers, attempt,
-                           reason=f"retries exhausted after {attempt + 1} attempts",
-                           last_error=outcome.reason)
-                log.error("parked %s after %d attempts: %s", event_type, attempt + 1,
-                          outcome.reason, extra=extra)
+                self._park(
+                    message,
+                    headers,
+                    attempt,
+                    reason=f"retries exhausted after {attempt + 1} attempts",
+                    last_error=outcome.reason,
+                )
+                log.error(
+                    "parked %s after %d attempts: %s", event_type, attempt + 1, outcome.reason, extra=extra
+                )
         else:
             self._park(message, headers, attempt, reason=outcome.reason, last_error="")
             log.error("parked %s: %s", event_type, outcome.reason, extra=extra)
-        metrics.observe_delivery(self.service, event_type, outcome.disposition.value,
-                                 time.perf_counter() - started)
+        metrics.observe_delivery(
+            self.service, event_type, outcome.disposition.value, time.perf_counter() - started
+        )
 
-    def _park(self, message: Message, headers: dict[str, Any], attempt: int, *,
-              reason: str, last_error: str) -> None:
+    def _park(
+        self, message: Message, headers: dict[str, Any], attempt: int, *, reason: str, last_error: str
+    ) -> None:
         self._forward(
-            message, {}, exchange=self.topology.parked_exchange, routing_key="",
+            message,
+            {},
+            exchange=self.topology.parked_exchange,
+            routing_key="",
             extra_headers={
                 PARK_REASON_HEADER: reason[:MAX_HEADER_TEXT],
                 ATTEMPT_HEADER: attempt,
                 LAST_ERROR_HEADER: last_error[:MAX_HEADER_TEXT],
                 PARKED_AT_HEADER: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 SERVICE_HEADER: self.service,
-                ORIGINAL_HEADERS_HEADER: {k: v for k, v in headers.items()
-                                          if k != ORIGINAL_HEADERS_HEADER},
+                ORIGINAL_HEADERS_HEADER: {k: v for k, v in headers.items() if k != ORIGINAL_HEADERS_HEADER},
             },
         )
 
-    def _forward(self, message: Message, headers: dict[str, Any], *, exchange: Any,
-                 routing_key: str, extra_headers: dict[str, Any]) -> None:
+    def _forward(
+        self,
+        message: Message,
+        headers: dict[str, Any],
+        *,
+        exchange: Any,
+        routing_key: str,
+        extra_headers: dict[str, Any],
+    ) -> None:
         """Publish a copy (confirmed), then ack the original: never zero copies."""
         properties = message.properties or {}
         self.publisher.publish(

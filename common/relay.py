@@ -87,8 +87,12 @@ class Relay:
     def _listen(self) -> None:
         db = connection.settings_dict
         self._listener = psycopg2.connect(
-            dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"],
-            host=db["HOST"], port=db["PORT"], connect_timeout=5,
+            dbname=db["NAME"],
+            user=db["USER"],
+            password=db["PASSWORD"],
+            host=db["HOST"],
+            port=db["PORT"],
+            connect_timeout=5,
         )
         self._listener.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         with self._listener.cursor() as cursor:
@@ -121,8 +125,12 @@ class Relay:
         metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
 
     def run_forever(self) -> None:
-        log.info("outbox relay for %s started (batch %d, sweep every %.1fs)",
-                 self.service, self.batch, self.sweep_seconds)
+        log.info(
+            "outbox relay for %s started (batch %d, sweep every %.1fs)",
+            self.service,
+            self.batch,
+            self.sweep_seconds,
+        )
         backoff = 0.5
         while not self._stopping:
             try:

@@ -1,12 +1,12 @@
 """The RabbitMQ topology, declared by code (idempotently) at start (SPEC §3).
 
-    saga.events (topic, alternate-exchange saga.unroutable)
-      ├─ <service>.events   bound to the routing keys of the service's handlers
-      │     dead-letters to <service>.parked (safety net for rejected messages)
-      └─ (no binding) ─→ saga.unroutable (fanout) ─→ saga.unroutable queue
-    <service>.retry (direct) ─→ <service>.retry.<delay> (TTL = delay)
-          └─ dead-letters via the default exchange to <service>.events only
-    <service>.parked (fanout) ─→ <service>.parked queue (operators look here)
+saga.events (topic, alternate-exchange saga.unroutable)
+  ├─ <service>.events   bound to the routing keys of the service's handlers
+  │     dead-letters to <service>.parked (safety net for rejected messages)
+  └─ (no binding) ─→ saga.unroutable (fanout) ─→ saga.unroutable queue
+<service>.retry (direct) ─→ <service>.retry.<delay> (TTL = delay)
+      └─ dead-letters via the default exchange to <service>.events only
+<service>.parked (fanout) ─→ <service>.parked queue (operators look here)
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from kombu import Exchange, Queue, binding
 
-EVENTS_EXCHANGE = Exchange("saga.events", type="topic", durable=True,
-                           arguments={"alternate-exchange": "saga.unroutable"})
+EVENTS_EXCHANGE = Exchange(
+    "saga.events", type="topic", durable=True, arguments={"alternate-exchange": "saga.unroutable"}
+)
 UNROUTABLE_EXCHANGE = Exchange("saga.unroutable", type="fanout", durable=True)
 UNROUTABLE_QUEUE = Queue("saga.unroutable", exchange=UNROUTABLE_EXCHANGE, durable=True)
 
@@ -43,8 +44,9 @@ class ServiceTopology:
         return [self.events_queue, *self.retry_queues, self.parked_queue]
 
 
-def service_topology(service: str, routing_keys: list[str], retry_delays_ms: list[int],
-                     queue_type: str = "classic") -> ServiceTopology:
+def service_topology(
+    service: str, routing_keys: list[str], retry_delays_ms: list[int], queue_type: str = "classic"
+) -> ServiceTopology:
     if not routing_keys:
         raise ValueError(f"service {service!r} registers no handlers: nothing to bind")
     events_name = f"{service}.events"
@@ -71,10 +73,13 @@ def service_topology(service: str, routing_keys: list[str], retry_delays_ms: lis
         )
         for delay in retry_delays_ms
     )
-    parked_queue = Queue(f"{service}.parked", exchange=parked_exchange, durable=True,
-                         queue_arguments={"x-queue-type": queue_type})
-    return ServiceTopology(service, events_queue, retry_exchange, retry_queues,
-                           parked_exchange, parked_queue)
+    parked_queue = Queue(
+        f"{service}.parked",
+        exchange=parked_exchange,
+        durable=True,
+        queue_arguments={"x-queue-type": queue_type},
+    )
+    return ServiceTopology(service, events_queue, retry_exchange, retry_queues, parked_exchange, parked_queue)
 
 
 def declare_shared(channel: Any) -> None:

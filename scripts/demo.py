@@ -42,8 +42,9 @@ def main() -> int:
         ("unknown customer", f"demo-nobody-{run}", [(sku, 1)], "FR", "CANCELLED"),
         ("unserved country (AQ)", rich, [(sku, 1)], "AQ", "CANCELLED"),
     ]
-    placed = [(title, api.place(customer, items, country), want)
-              for title, customer, items, country, want in paths]
+    placed = [
+        (title, api.place(customer, items, country), want) for title, customer, items, country, want in paths
+    ]
     failures = 0
     for title, order, want in placed:
         final = api.wait_terminal(order["id"])

@@ -10,8 +10,14 @@ from common.consumer import Outcome, process_delivery
 from common.envelope import Envelope
 
 
-def envelope(event_type: str, saga_id: str, payload: dict[str, Any], *, producer: str = "test",
-             event_id: str | None = None) -> Envelope:
+def envelope(
+    event_type: str,
+    saga_id: str,
+    payload: dict[str, Any],
+    *,
+    producer: str = "test",
+    event_id: str | None = None,
+) -> Envelope:
     return Envelope(
         event_type=event_type,
         saga_id=str(saga_id),

@@ -16,10 +16,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = os.environ.get("SAGA_API_TOKEN", "dev-token")
 PORTS = {
-    "order": int(os.environ.get("SAGA_ORDER_PORT", 8001)),
-    "payment": int(os.environ.get("SAGA_PAYMENT_PORT", 8002)),
-    "inventory": int(os.environ.get("SAGA_INVENTORY_PORT", 8003)),
-    "shipping": int(os.environ.get("SAGA_SHIPPING_PORT", 8004)),
+    "order": int(os.environ.get("SAGA_ORDER_PORT", "8001")),
+    "payment": int(os.environ.get("SAGA_PAYMENT_PORT", "8002")),
+    "inventory": int(os.environ.get("SAGA_INVENTORY_PORT", "8003")),
+    "shipping": int(os.environ.get("SAGA_SHIPPING_PORT", "8004")),
 }
 TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
 
@@ -48,20 +48,25 @@ class Api:
     # -- fixtures of the domain ------------------------------------------------
     def product(self, *, price: str = "2.50", available: int = 100, sku: str | None = None) -> str:
         sku = sku or f"sku-{uuid.uuid4().hex[:12]}"
-        response = self.post("inventory", "/api/products/",
-                             json={"sku": sku, "name": sku, "price": price, "available": available})
+        response = self.post(
+            "inventory",
+            "/api/products/",
+            json={"sku": sku, "name": sku, "price": price, "available": available},
+        )
         assert response.status_code == 201, response.text
         return sku
 
     def account(self, *, balance: str = "1000.00", customer_id: str | None = None) -> str:
         customer_id = customer_id or f"cust-{uuid.uuid4().hex[:12]}"
-        response = self.post("payment", "/api/accounts/",
-                             json={"customer_id": customer_id, "balance": balance})
+        response = self.post(
+            "payment", "/api/accounts/", json={"customer_id": customer_id, "balance": balance}
+        )
         assert response.status_code == 201, response.text
         return customer_id
 
-    def place(self, customer_id: str, items: list[tuple[str, int]], country: str = "FR",
-              **kwargs: Any) -> dict[str, Any]:
+    def place(
+        self, customer_id: str, items: list[tuple[str, int]], country: str = "FR", **kwargs: Any
+    ) -> dict[str, Any]:
         body = {
             "customer_id": customer_id,
             "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
@@ -77,8 +82,12 @@ class Api:
         return response.json()
 
     def wait_terminal(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
-        return poll(lambda: self.order(order_id), lambda o: o["status"] in TERMINAL,
-                    timeout=timeout, what=f"order {order_id} to reach a terminal state")
+        return poll(
+            lambda: self.order(order_id),
+            lambda o: o["status"] in TERMINAL,
+            timeout=timeout,
+            what=f"order {order_id} to reach a terminal state",
+        )
 
     def stock(self, sku: str) -> dict[str, Any]:
         response = self.get("inventory", f"/api/products/{sku}/")
@@ -100,8 +109,9 @@ class Api:
         return self.get("inventory", f"/api/reservations/?order_id={order_id}").json()["results"]
 
 
-def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float,
-         what: str, interval: float = 0.1) -> Any:
+def poll(
+    fetch: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float, what: str, interval: float = 0.1
+) -> Any:
     """Call ``fetch`` until ``done(result)``; fail with the last result after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = None
@@ -117,7 +127,10 @@ def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``make ctl ARGS=...`` — supervisorctl of the running stack."""
     result = subprocess.run(
         [str(ROOT / "scripts" / "stack.sh"), "ctl", *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
@@ -136,7 +149,8 @@ def check_order_invariants(api: Api, order: dict[str, Any]) -> None:
         assert charges == [Decimal(order["total"])], (order_id, payments)
         assert refunds == [], (order_id, payments)
         assert [s["status"] for s in shipments] == ["SCHEDULED"], (order_id, shipments)
-        assert reservations and all(r["status"] == "DEDUCTED" for r in reservations), reservations
+        assert reservations, order_id
+        assert all(r["status"] == "DEDUCTED" for r in reservations), reservations
     else:
         assert sum(charges) - sum(refunds) == 0, (order_id, payments)
         assert all(s["status"] != "SCHEDULED" for s in shipments), (order_id, shipments)

@@ -26,9 +26,7 @@ class OutboxMessage(models.Model):
         db_table = "messaging_outbox"
         ordering = ["id"]
         indexes = [
-            models.Index(
-                fields=["id"], condition=Q(published_at__isnull=True), name="outbox_unpublished_idx"
-            )
+            models.Index(fields=["id"], condition=Q(published_at__isnull=True), name="outbox_unpublished_idx")
         ]
 
     def __str__(self) -> str:

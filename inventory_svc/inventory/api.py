@@ -4,12 +4,12 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import NotFound
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict, StrictCharField, StrictIntegerField, uuid_query_param
+from common.api import StrictCharField, StrictIntegerField, uuid_query_param
+from common.views import KeyedResourceViewSet
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 
@@ -34,29 +34,19 @@ class ReservationSerializer(serializers.ModelSerializer):
         fields = ["id", "order_id", "sku", "quantity", "unit_price", "status", "created_at"]
 
 
-class ProductViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ProductViewSet(KeyedResourceViewSet):
     serializer_class = ProductSerializer
     lookup_field = "sku"
-    lookup_value_regex = "[^/]{1,64}"
+    noun = "Product"
 
     def get_queryset(self):
         return selectors.product_list()
 
-    def retrieve(self, request: Request, sku: str) -> Response:
-        product = selectors.product_get(sku=sku)
-        if product is None:
-            raise NotFound(f"Product {sku} does not exist.")
-        return Response(ProductSerializer(product).data)
+    def fetch(self, key: str) -> Product | None:
+        return selectors.product_get(sku=key)
 
-    @extend_schema(request=ProductSerializer, responses={201: ProductSerializer})
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        incoming = ProductSerializer(data=request.data)
-        incoming.is_valid(raise_exception=True)
-        try:
-            product = services.product_create(**incoming.validated_data)
-        except services.ProductExists as exc:
-            raise Conflict(str(exc)) from exc
-        return Response(ProductSerializer(product).data, status=status.HTTP_201_CREATED)
+    def create_with(self, data: dict[str, Any]) -> Product:
+        return services.product_create(**data)
 
 
 class ReservationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

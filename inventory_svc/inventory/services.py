@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from common import metrics
+from common.errors import AlreadyExists
 from common.outbox import emit
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
 
@@ -36,7 +37,7 @@ class OccRetriesExhausted(Exception):
     """Too many version conflicts in a row; the message goes to the retry tiers."""
 
 
-class ProductExists(Exception):
+class ProductExists(AlreadyExists):
     pass
 
 
@@ -90,7 +91,8 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
         unknown = sorted(set(wanted) - set(products))
         if unknown:
             return "InventoryRejected", {
-                "code": "unknown_sku", "skus": unknown,
+                "code": "unknown_sku",
+                "skus": unknown,
                 "reason": f"unknown sku: {_listing(unknown)}",
             }
         short = [sku for sku in sorted(wanted) if products[sku].available < wanted[sku]]
@@ -99,7 +101,9 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
                 [f"{sku} (wanted {wanted[sku]}, available {products[sku].available})" for sku in short]
             )
             return "InventoryRejected", {
-                "code": "out_of_stock", "skus": short, "reason": f"out of stock: {detail}",
+                "code": "out_of_stock",
+                "skus": short,
+                "reason": f"out of stock: {detail}",
             }
         lines = []
         for sku in sorted(wanted):

@@ -4,12 +4,12 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import NotFound
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict, StrictCharField, uuid_query_param
+from common.api import StrictCharField, uuid_query_param
+from common.views import KeyedResourceViewSet
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 
@@ -29,29 +29,19 @@ class PaymentSerializer(serializers.ModelSerializer):
         fields = ["id", "order_id", "customer_id", "kind", "amount", "created_at"]
 
 
-class AccountViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class AccountViewSet(KeyedResourceViewSet):
     serializer_class = AccountSerializer
     lookup_field = "customer_id"
-    lookup_value_regex = "[^/]{1,64}"
+    noun = "Account"
 
     def get_queryset(self):
         return selectors.account_list()
 
-    def retrieve(self, request: Request, customer_id: str) -> Response:
-        account = selectors.account_get(customer_id=customer_id)
-        if account is None:
-            raise NotFound(f"Account {customer_id} does not exist.")
-        return Response(AccountSerializer(account).data)
+    def fetch(self, key: str) -> Account | None:
+        return selectors.account_get(customer_id=key)
 
-    @extend_schema(request=AccountSerializer, responses={201: AccountSerializer})
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        incoming = AccountSerializer(data=request.data)
-        incoming.is_valid(raise_exception=True)
-        try:
-            account = services.account_create(**incoming.validated_data)
-        except services.AccountExists as exc:
-            raise Conflict(str(exc)) from exc
-        return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
+    def create_with(self, data: dict[str, Any]) -> Account:
+        return services.account_create(**data)
 
 
 class PaymentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

@@ -26,9 +26,7 @@ class ShipmentStatus(models.TextChoices):
 class Shipment(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     order_id = models.UUIDField(unique=True)
-    status = models.CharField(
-        max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.SCHEDULED
-    )
+    status = models.CharField(max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.SCHEDULED)
     country = models.CharField(max_length=2)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

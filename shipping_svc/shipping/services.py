@@ -34,11 +34,19 @@ def shipment_schedule(*, order_id: str) -> None:
         raise DestinationUnknown(f"no destination recorded yet for order {order_id}")
     country = destination.country
     if not country_served(country):
-        emit(event_type="ShipmentFailed", saga_id=order_id, payload={
-            "code": "country_not_served", "country": country,
-            "reason": f"destination country {country} is not served",
-        })
+        emit(
+            event_type="ShipmentFailed",
+            saga_id=order_id,
+            payload={
+                "code": "country_not_served",
+                "country": country,
+                "reason": f"destination country {country} is not served",
+            },
+        )
         return
     shipment = Shipment.objects.create(order_id=order_id, country=country)
-    emit(event_type="ShipmentScheduled", saga_id=order_id,
-         payload={"shipment_id": str(shipment.id), "country": country})
+    emit(
+        event_type="ShipmentScheduled",
+        saga_id=order_id,
+        payload={"shipment_id": str(shipment.id), "country": country},
+    )

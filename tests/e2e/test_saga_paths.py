@@ -17,35 +17,84 @@ from tests.support import Api, check_order_invariants, ctl, poll
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 PATHS = [
     # title, balance, stock, quantity, sku known, customer known, country, status, steps
-    ("success", "100.00", 10, 2, True, True, "FR", "COMPLETED",
-     ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"]),
+    (
+        "success",
+        "100.00",
+        10,
+        2,
+        True,
+        True,
+        "FR",
+        "COMPLETED",
+        ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"],
+    ),
     ("out of stock", "100.00", 1, 2, True, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
     ("unknown sku", "100.00", 10, 1, False, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
-    ("insufficient funds", "1.00", 10, 2, True, True, "FR", "CANCELLED",
-     ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"]),
-    ("unknown customer", "100.00", 10, 2, True, False, "FR", "CANCELLED",
-     ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"]),
-    ("unserved country", "100.00", 10, 2, True, True, "AQ", "CANCELLED",
-     ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentFailed",
-      "InventoryReleased", "PaymentRefunded"]),
+    (
+        "insufficient funds",
+        "1.00",
+        10,
+        2,
+        True,
+        True,
+        "FR",
+        "CANCELLED",
+        ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"],
+    ),
+    (
+        "unknown customer",
+        "100.00",
+        10,
+        2,
+        True,
+        False,
+        "FR",
+        "CANCELLED",
+        ["OrderPlaced", "InventoryReserved", "PaymentDeclined", "InventoryReleased"],
+    ),
+    (
+        "unserved country",
+        "100.00",
+        10,
+        2,
+        True,
+        True,
+        "AQ",
+        "CANCELLED",
+        [
+            "OrderPlaced",
+            "InventoryReserved",
+            "PaymentCompleted",
+            "ShipmentFailed",
+            "InventoryReleased",
+            "PaymentRefunded",
+        ],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("title", "balance", "stock", "quantity", "sku_known", "customer_known", "country",
-                          "status", "steps"), PATHS, ids=[p[0] for p in PATHS])
-def test_saga_path(api: Api, title, balance, stock, quantity, sku_known, customer_known, country,
-                   status, steps) -> None:
+@pytest.mark.parametrize(
+    ("title", "balance", "stock", "quantity", "sku_known", "customer_known", "country", "status", "steps"),
+    PATHS,
+    ids=[p[0] for p in PATHS],
+)
+def test_saga_path(
+    api: Api, title, balance, stock, quantity, sku_known, customer_known, country, status, steps
+) -> None:
     sku = api.product(price="5.00", available=stock)
     customer = api.account(balance=balance)
-    order = api.place(customer if customer_known else f"ghost-{uuid.uuid4().hex[:8]}",
-                      [(sku if sku_known else f"ghost-{uuid.uuid4().hex[:8]}", quantity)], country)
+    order = api.place(
+        customer if customer_known else f"ghost-{uuid.uuid4().hex[:8]}",
+        [(sku if sku_known else f"ghost-{uuid.uuid4().hex[:8]}", quantity)],
+        country,
+    )
     assert order["status"] == "PENDING"
     final = api.wait_terminal(order["id"])
     assert final["status"] == status, final
     seen = [step["event_type"] for step in final["timeline"]]
     # Compensations may arrive in either order; every expected step is there exactly once.
     assert sorted(seen[: len(steps)]) == sorted(steps), seen
-    assert seen[: 2] == steps[: 2]
+    assert seen[:2] == steps[:2]
     assert [step["at"] for step in final["timeline"]] == sorted(step["at"] for step in final["timeline"])
     if status != "COMPLETED":
         assert final["failure_reason"]
@@ -63,9 +112,15 @@ def test_saga_path(api: Api, title, balance, stock, quantity, sku_known, custome
 
 def publish(routing_key: str, body: bytes | str, *, exchange: str = "saga.events") -> None:
     with Connection(BROKER, transport_options={"confirm_publish": True}) as conn:
-        conn.Producer().publish(body, exchange=exchange, routing_key=routing_key,
-                                content_type="application/json", content_encoding="utf-8",
-                                delivery_mode=2, retry=True)
+        conn.Producer().publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            retry=True,
+        )
 
 
 def test_a_duplicate_event_on_the_broker_has_no_second_effect(api: Api) -> None:
@@ -75,10 +130,16 @@ def test_a_duplicate_event_on_the_broker_has_no_second_effect(api: Api) -> None:
     assert order["status"] == "COMPLETED"
     reserved = next(s for s in order["timeline"] if s["event_type"] == "InventoryReserved")
     copy = Envelope(
-        event_id=reserved["event_id"], event_type="InventoryReserved", saga_id=order["id"],
-        producer="inventory", occurred_at=datetime.fromisoformat(reserved["at"]).astimezone(UTC),
-        payload={"customer_id": customer, "total": order["total"],
-                 "lines": [{"sku": sku, "quantity": 2, "unit_price": "3.00"}]},
+        event_id=reserved["event_id"],
+        event_type="InventoryReserved",
+        saga_id=order["id"],
+        producer="inventory",
+        occurred_at=datetime.fromisoformat(reserved["at"]).astimezone(UTC),
+        payload={
+            "customer_id": customer,
+            "total": order["total"],
+            "lines": [{"sku": sku, "quantity": 2, "unit_price": "3.00"}],
+        },
     )
     publish("inventory.reserved", copy.to_json())
     # A later order through the same payment queue completes only after the copy was handled.
@@ -109,8 +170,12 @@ def test_garbage_on_a_service_queue_is_parked_and_the_worker_keeps_working(api: 
     marker = uuid.uuid4().hex
     publish("inventory.events", b"\x00not json " + marker.encode(), exchange="")
     publish("inventory.events", json.dumps({"event_id": marker}), exchange="")
-    reasons = poll(lambda: parked_reasons("inventory.parked", marker), lambda r: len(r) == 2,
-                   timeout=15, what="both messages in inventory.parked")
+    reasons = poll(
+        lambda: parked_reasons("inventory.parked", marker),
+        lambda r: len(r) == 2,
+        timeout=15,
+        what="both messages in inventory.parked",
+    )
     assert all(reason.startswith("malformed event") for reason in reasons), reasons
     sku = api.product(available=1)
     order = api.place(api.account(), [(sku, 1)])

@@ -15,11 +15,16 @@ pytestmark = pytest.mark.django_db
 
 
 def placed(order_id: str, items: list[tuple[str, int]], customer: str = "alice"):
-    return envelope("OrderPlaced", order_id, {
-        "customer_id": customer,
-        "items": [{"sku": sku, "quantity": q} for sku, q in items],
-        "shipping_address": {"country": "FR"},
-    }, producer="order")
+    return envelope(
+        "OrderPlaced",
+        order_id,
+        {
+            "customer_id": customer,
+            "items": [{"sku": sku, "quantity": q} for sku, q in items],
+            "shipping_address": {"country": "FR"},
+        },
+        producer="order",
+    )
 
 
 @pytest.fixture
@@ -33,7 +38,8 @@ def stock() -> dict[str, Product]:
 def conserved(sku: str) -> None:
     product = Product.objects.get(sku=sku)
     deducted = sum(r.quantity for r in Reservation.objects.filter(product=product, status="DEDUCTED"))
-    assert product.available >= 0 and product.reserved >= 0
+    assert product.available >= 0
+    assert product.reserved >= 0
     assert product.received == product.available + product.reserved + deducted
 
 
@@ -42,9 +48,14 @@ def test_reserve_prices_every_line_in_sku_order(stock) -> None:
     assert deliver(placed(order_id, [("b-bolt", 4), ("a-anvil", 1)])).disposition is Disposition.HANDLED
     [event] = outbox_events(order_id)
     assert event["event_type"] == "InventoryReserved"
-    assert event["payload"] == {"customer_id": "alice", "total": "100.99", "lines": [
-        {"sku": "a-anvil", "quantity": 1, "unit_price": "99.99"},
-        {"sku": "b-bolt", "quantity": 4, "unit_price": "0.25"}]}
+    assert event["payload"] == {
+        "customer_id": "alice",
+        "total": "100.99",
+        "lines": [
+            {"sku": "a-anvil", "quantity": 1, "unit_price": "99.99"},
+            {"sku": "b-bolt", "quantity": 4, "unit_price": "0.25"},
+        ],
+    }
     validate_payload("InventoryReserved", 1, event["payload"])
     bolt = Product.objects.get(sku="b-bolt")
     assert (bolt.available, bolt.reserved, bolt.version) == (6, 4, 2)
@@ -69,8 +80,11 @@ def test_reject_reserves_nothing(stock, items, code) -> None:
 def test_release_then_duplicate_release_has_one_effect(stock) -> None:
     order_id = str(uuid.uuid4())
     deliver(placed(order_id, [("b-bolt", 3)]))
-    declined = envelope("PaymentDeclined", order_id, {"customer_id": "alice", "code": "insufficient_funds",
-                                                      "reason": "no money", "amount": "0.75"})
+    declined = envelope(
+        "PaymentDeclined",
+        order_id,
+        {"customer_id": "alice", "code": "insufficient_funds", "reason": "no money", "amount": "0.75"},
+    )
     assert deliver(declined).disposition is Disposition.HANDLED
     assert deliver(declined).disposition is Disposition.DUPLICATE
     # A second, different compensation request for the same order: no second effect either.

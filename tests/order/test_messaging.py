@@ -39,8 +39,13 @@ def broker(settings):
 @pytest.fixture
 def spy(broker):
     """A private queue bound to order.placed, to see what the relay publishes."""
-    queue = Queue(f"test.spy.{uuid.uuid4().hex}", exchange=EVENTS_EXCHANGE, routing_key="order.placed",
-                  exclusive=True, auto_delete=True)
+    queue = Queue(
+        f"test.spy.{uuid.uuid4().hex}",
+        exchange=EVENTS_EXCHANGE,
+        routing_key="order.placed",
+        exclusive=True,
+        auto_delete=True,
+    )
     bound = queue(broker.channel())
     bound.declare()
     return bound
@@ -61,8 +66,9 @@ def drain(queue, expected: int, timeout: float = 5.0) -> list:
 
 
 def place() -> str:
-    order, _ = services.order_place(customer_id="alice", items=[{"sku": "a", "quantity": 1}],
-                                    shipping_address={"country": "FR"})
+    order, _ = services.order_place(
+        customer_id="alice", items=[{"sku": "a", "quantity": 1}], shipping_address={"country": "FR"}
+    )
     return str(order.id)
 
 
@@ -129,10 +135,13 @@ def consume_one(broker, body: bytes, headers: dict | None = None) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("body", "reason"), [
-    (b"\x00garbage{", "malformed event: body is not valid JSON"),
-    (json.dumps({"event_id": "x"}).encode(), "malformed event: envelope is missing field"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x00garbage{", "malformed event: body is not valid JSON"),
+        (json.dumps({"event_id": "x"}).encode(), "malformed event: envelope is missing field"),
+    ],
+)
 def test_a_malformed_message_is_parked_with_its_reason(broker, body, reason) -> None:
     consume_one(broker, body, headers={"x-origin": "test"})
     [parked] = drain(topology().parked_queue(broker.channel()), 1)

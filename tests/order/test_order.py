@@ -18,8 +18,13 @@ from tests.events import deliver, envelope, outbox_events, outbox_types
 
 
 def new_order(**fields) -> Order:
-    return Order(id=uuid.uuid4(), customer_id="c", shipping_address={"country": "FR"},
-                 deadline_at=timezone.now() + timedelta(seconds=30), **fields)
+    return Order(
+        id=uuid.uuid4(),
+        customer_id="c",
+        shipping_address={"country": "FR"},
+        deadline_at=timezone.now() + timedelta(seconds=30),
+        **fields,
+    )
 
 
 # -- model transitions (no database) -------------------------------------------------
@@ -53,16 +58,23 @@ def test_compensating_until_every_undo_is_confirmed_in_any_order() -> None:
 # -- with the database ---------------------------------------------------------------
 def place(**kwargs) -> Order:
     order, _ = services.order_place(
-        customer_id="alice", items=[{"sku": "b", "quantity": 1}, {"sku": "a", "quantity": 2}],
-        shipping_address={"country": "FR"}, **kwargs)
+        customer_id="alice",
+        items=[{"sku": "b", "quantity": 1}, {"sku": "a", "quantity": 2}],
+        shipping_address={"country": "FR"},
+        **kwargs,
+    )
     return order
 
 
 @pytest.mark.django_db(transaction=True)
 def test_outbox_row_commits_with_the_order_or_not_at_all() -> None:
-    with pytest.raises(RuntimeError, match="boom"), transaction.atomic():
-        place()
-        raise RuntimeError("boom")
+    def place_then_fail() -> None:
+        with transaction.atomic():
+            place()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        place_then_fail()
     assert Order.objects.count() == 0
     assert OutboxMessage.objects.count() == 0
     order = place()
@@ -82,28 +94,50 @@ def test_emit_outside_a_transaction_is_refused() -> None:
 @pytest.mark.django_db
 def test_idempotency_key_replays_and_conflicts() -> None:
     first = place(idempotency_key="k1", fingerprint="f1")
-    again, created = services.order_place(customer_id="alice", items=[{"sku": "a", "quantity": 1}],
-                                          shipping_address={"country": "FR"},
-                                          idempotency_key="k1", fingerprint="f1")
+    again, created = services.order_place(
+        customer_id="alice",
+        items=[{"sku": "a", "quantity": 1}],
+        shipping_address={"country": "FR"},
+        idempotency_key="k1",
+        fingerprint="f1",
+    )
     assert (again.id, created) == (first.id, False)
     with pytest.raises(services.IdempotencyConflict, match="different request body"):
-        services.order_place(customer_id="bob", items=[{"sku": "a", "quantity": 1}],
-                             shipping_address={"country": "FR"}, idempotency_key="k1", fingerprint="f2")
+        services.order_place(
+            customer_id="bob",
+            items=[{"sku": "a", "quantity": 1}],
+            shipping_address={"country": "FR"},
+            idempotency_key="k1",
+            fingerprint="f2",
+        )
     assert Order.objects.count() == 1
 
 
 def reserved(order_id: str):
-    return envelope("InventoryReserved", order_id, {"customer_id": "alice", "total": "7.00", "lines": [
-        {"sku": "a", "quantity": 2, "unit_price": "3.00"}, {"sku": "b", "quantity": 1, "unit_price": "1.00"}]},
-        producer="inventory")
+    return envelope(
+        "InventoryReserved",
+        order_id,
+        {
+            "customer_id": "alice",
+            "total": "7.00",
+            "lines": [
+                {"sku": "a", "quantity": 2, "unit_price": "3.00"},
+                {"sku": "b", "quantity": 1, "unit_price": "1.00"},
+            ],
+        },
+        producer="inventory",
+    )
 
 
 EVENTS = {
     "InventoryReserved": reserved,
-    "InventoryRejected": lambda o: envelope("InventoryRejected", o, {"code": "out_of_stock", "reason": "none"}),
+    "InventoryRejected": lambda o: envelope(
+        "InventoryRejected", o, {"code": "out_of_stock", "reason": "none"}
+    ),
     "PaymentCompleted": lambda o: envelope("PaymentCompleted", o, {"customer_id": "alice", "amount": "7.00"}),
-    "PaymentDeclined": lambda o: envelope("PaymentDeclined", o, {"customer_id": "alice", "code":
-                                                                 "insufficient_funds", "reason": "poor"}),
+    "PaymentDeclined": lambda o: envelope(
+        "PaymentDeclined", o, {"customer_id": "alice", "code": "insufficient_funds", "reason": "poor"}
+    ),
     "ShipmentScheduled": lambda o: envelope("ShipmentScheduled", o, {"shipment_id": "s", "country": "FR"}),
     "ShipmentFailed": lambda o: envelope("ShipmentFailed", o, {"code": "country_not_served", "reason": "AQ"}),
     "InventoryReleased": lambda o: envelope("InventoryReleased", o, {"lines": []}),
@@ -118,11 +152,13 @@ def test_duplicate_of_every_event_type_has_no_second_effect(event_type: str) -> 
     order = place()
     event = EVENTS[event_type](str(order.id))
     assert deliver(event).disposition is Disposition.HANDLED
-    after_first = (Order.objects.get(id=order.id).status, outbox_types(str(order.id)),
-                   order.timeline.count())
+    after_first = (Order.objects.get(id=order.id).status, outbox_types(str(order.id)), order.timeline.count())
     assert deliver(event).disposition is Disposition.DUPLICATE
-    assert (Order.objects.get(id=order.id).status, outbox_types(str(order.id)),
-            order.timeline.count()) == after_first
+    assert (
+        Order.objects.get(id=order.id).status,
+        outbox_types(str(order.id)),
+        order.timeline.count(),
+    ) == after_first
 
 
 def test_every_event_type_the_order_service_consumes_is_covered() -> None:
@@ -138,14 +174,20 @@ def test_happy_path_reactions() -> None:
     deliver(reserved(oid))
     order.refresh_from_db()
     assert order.total == Decimal("7.00")
-    assert {line.sku: line.unit_price for line in order.lines.all()} == {"a": Decimal("3.00"),
-                                                                         "b": Decimal("1.00")}
+    assert {line.sku: line.unit_price for line in order.lines.all()} == {
+        "a": Decimal("3.00"),
+        "b": Decimal("1.00"),
+    }
     deliver(EVENTS["ShipmentScheduled"](oid))
     order.refresh_from_db()
     assert order.status == OrderStatus.COMPLETED
     assert outbox_types(oid) == ["OrderPlaced", "OrderCompleted"]
-    assert [e.event_type for e in order.timeline.all()] == ["OrderPlaced", "InventoryReserved",
-                                                            "ShipmentScheduled", "OrderCompleted"]
+    assert [e.event_type for e in order.timeline.all()] == [
+        "OrderPlaced",
+        "InventoryReserved",
+        "ShipmentScheduled",
+        "OrderCompleted",
+    ]
 
 
 @pytest.mark.django_db

@@ -15,14 +15,22 @@ pytestmark = pytest.mark.django_db
 
 
 def reserved(order_id: str, customer: str = "alice", total: str = "30.00"):
-    return envelope("InventoryReserved", order_id, {"customer_id": customer, "total": total,
-                                                    "lines": [{"sku": "a", "quantity": 1, "unit_price": total}]},
-                    producer="inventory")
+    return envelope(
+        "InventoryReserved",
+        order_id,
+        {
+            "customer_id": customer,
+            "total": total,
+            "lines": [{"sku": "a", "quantity": 1, "unit_price": total}],
+        },
+        producer="inventory",
+    )
 
 
 def shipment_failed(order_id: str):
-    return envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"},
-                    producer="shipping")
+    return envelope(
+        "ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"}, producer="shipping"
+    )
 
 
 @pytest.fixture
@@ -51,8 +59,10 @@ def test_charge_once_even_when_delivered_twice(alice) -> None:
     conserved("alice")
 
 
-@pytest.mark.parametrize(("customer", "total", "code"),
-                         [("alice", "50.01", "insufficient_funds"), ("nobody", "1.00", "unknown_customer")])
+@pytest.mark.parametrize(
+    ("customer", "total", "code"),
+    [("alice", "50.01", "insufficient_funds"), ("nobody", "1.00", "unknown_customer")],
+)
 def test_declines_move_no_money(alice, customer, total, code) -> None:
     order_id = str(uuid.uuid4())
     deliver(reserved(order_id, customer, total))

@@ -13,9 +13,16 @@ pytestmark = pytest.mark.django_db
 
 
 def placed(order_id: str, country: str):
-    return envelope("OrderPlaced", order_id, {"customer_id": "c", "items": [{"sku": "a", "quantity": 1}],
-                                              "shipping_address": {"country": country, "city": "Paris"}},
-                    producer="order")
+    return envelope(
+        "OrderPlaced",
+        order_id,
+        {
+            "customer_id": "c",
+            "items": [{"sku": "a", "quantity": 1}],
+            "shipping_address": {"country": country, "city": "Paris"},
+        },
+        producer="order",
+    )
 
 
 def paid(order_id: str):

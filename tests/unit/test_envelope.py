@@ -15,8 +15,11 @@ def make(**overrides: object) -> dict:
         event_type="OrderPlaced",
         saga_id=str(uuid.uuid4()),
         producer="order",
-        payload={"customer_id": "c", "items": [{"sku": "a", "quantity": 1}],
-                 "shipping_address": {"country": "FR"}},
+        payload={
+            "customer_id": "c",
+            "items": [{"sku": "a", "quantity": 1}],
+            "shipping_address": {"country": "FR"},
+        },
         causation_id=None,
         trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
     ).to_dict()
@@ -34,8 +37,12 @@ def test_round_trip_keeps_every_field() -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "key"),
-    [("OrderPlaced", "order.placed"), ("InventoryReserved", "inventory.reserved"),
-     ("PaymentDeclined", "payment.declined"), ("ShipmentScheduled", "shipment.scheduled")],
+    [
+        ("OrderPlaced", "order.placed"),
+        ("InventoryReserved", "inventory.reserved"),
+        ("PaymentDeclined", "payment.declined"),
+        ("ShipmentScheduled", "shipment.scheduled"),
+    ],
 )
 def test_routing_key_is_lower_case_dotted(event_type: str, key: str) -> None:
     assert routing_key_for(event_type) == key
@@ -67,8 +74,15 @@ def test_malformed_envelopes_are_rejected_with_a_reason(raw: bytes, reason: str)
 def test_payload_is_checked_against_its_contract() -> None:
     validate_payload("OrderPlaced", 1, make()["payload"])
     with pytest.raises(EnvelopeError, match="items/0/quantity"):
-        validate_payload("OrderPlaced", 1, {"customer_id": "c", "items": [{"sku": "a", "quantity": 0}],
-                                            "shipping_address": {"country": "FR"}})
+        validate_payload(
+            "OrderPlaced",
+            1,
+            {
+                "customer_id": "c",
+                "items": [{"sku": "a", "quantity": 0}],
+                "shipping_address": {"country": "FR"},
+            },
+        )
     with pytest.raises(EnvelopeError, match="no contract for Unheard"):
         validate_payload("UnheardOf", 1, {})
 

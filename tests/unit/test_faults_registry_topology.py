@@ -16,7 +16,13 @@ def test_fault_spec_parses_service_point_action_probability() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["consumer.before_commit", "nowhere=crash", "consumer.after_commit=explode", "relay.after_publish=raise@2"]
+    "spec",
+    [
+        "consumer.before_commit",
+        "nowhere=crash",
+        "consumer.after_commit=explode",
+        "relay.after_publish=raise@2",
+    ],
 )
 def test_bad_fault_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="fault"):
@@ -35,7 +41,10 @@ def test_registry_refuses_two_handlers_and_derives_routing_keys() -> None:
 def test_topology_retry_tiers_dead_letter_to_the_service_queue_only() -> None:
     topo = service_topology("inventory", ["order.placed"], [1000, 5000, 30000])
     assert [q.name for q in topo.retry_queues] == [
-        "inventory.retry.1s", "inventory.retry.5s", "inventory.retry.30s"]
+        "inventory.retry.1s",
+        "inventory.retry.5s",
+        "inventory.retry.30s",
+    ]
     for queue, ttl in zip(topo.retry_queues, [1000, 5000, 30000], strict=True):
         assert queue.queue_arguments["x-message-ttl"] == ttl
         assert queue.queue_arguments["x-dead-letter-exchange"] == ""
