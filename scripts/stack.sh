@@ -31,7 +31,10 @@ deps() {
     want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing Python dependencies (requirements.txt)"
-        "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+        # (this machine's pip.conf may name local indexes that do not exist: hide that noise)
+        "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt" 2>&1 \
+            | { grep -v '^WARNING: Location .* is ignored' || true; }
+        [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip install failed"
         echo "$want" > "$stamp"
     fi
 }

@@ -90,6 +90,7 @@ def test_release_then_duplicate_release_has_one_effect(stock) -> None:
     # A second, different compensation request for the same order: no second effect either.
     failed = envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"})
     assert deliver(failed).disposition is Disposition.HANDLED
+    assert deliver(failed).disposition is Disposition.DUPLICATE
     bolt = Product.objects.get(sku="b-bolt")
     assert (bolt.available, bolt.reserved) == (10, 0)
     assert outbox_types(order_id) == ["InventoryReserved", "InventoryReleased"]
