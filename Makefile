@@ -4,10 +4,13 @@ STACK := scripts/stack.sh
 PY := .venv/bin/python
 ARGS ?= status
 
-.PHONY: up down demo test ctl lint fmt deps rabbitmqctl test-unit test-integration test-e2e
+.PHONY: up down restart demo test ctl lint fmt deps rabbitmqctl test-unit test-integration test-e2e
 
 up:            ## install what is missing, start everything, wait for health
 	@$(STACK) up
+
+restart:       ## migrate and restart every service process (after a code change)
+	@$(STACK) restart
 
 down:          ## stop everything `make up` started; data is kept
 	@$(STACK) down

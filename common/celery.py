@@ -28,7 +28,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             self._event_consumer = EventConsumer()
         declare_service(channel, topology())
         log.info("consuming %s", topology().events_queue.name)
-        return [self._event_consumer.consumer(channel)]
+        return [self._event_consumer.consumer(channel), self._event_consumer.parked_consumer(channel)]
 
 
 def make_celery(service: str) -> Celery:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,18 +25,23 @@ from common import faults, metrics
 from common.broker import Publisher, registry, topology
 from common.context import handling
 from common.contracts import validate_envelope
-from common.envelope import Envelope, EnvelopeError
+from common.envelope import Envelope, EnvelopeError, utcnow
 from common.inbox import inbox_claim
+from common.parking import (
+    ATTEMPT_HEADER,
+    LAST_ERROR_HEADER,
+    ORIGINAL_HEADERS_HEADER,
+    PARK_ID_HEADER,
+    PARK_REASON_HEADER,
+    PARKED_AT_HEADER,
+    parked_ingest,
+)
 from common.registry import EventRegistry
+from common.sagas import saga_lock
 
 log = logging.getLogger("saga.consumer")
 
-ATTEMPT_HEADER = "x-saga-attempt"
-LAST_ERROR_HEADER = "x-saga-last-error"
-PARK_REASON_HEADER = "x-saga-park-reason"
-PARKED_AT_HEADER = "x-saga-parked-at"
 SERVICE_HEADER = "x-saga-service"
-ORIGINAL_HEADERS_HEADER = "x-saga-original-headers"
 MAX_HEADER_TEXT = 2000
 
 
@@ -69,11 +75,12 @@ def process_delivery(body: bytes, *, events: EventRegistry, service: str) -> Out
         )
     try:
         with transaction.atomic():
+            saga_lock(envelope.saga_id)
             if not inbox_claim(envelope):
                 return Outcome(Disposition.DUPLICATE, "already handled", envelope)
             with handling(envelope):
                 registration.handler(envelope)
-            faults.point("consumer.before_commit", service=service)
+            faults.point("consumer.before_commit", service=service, event_type=envelope.event_type)
     except Exception as exc:  # noqa: BLE001 - every failure goes to the retry tiers
         return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
     return Outcome(Disposition.HANDLED, envelope=envelope)
@@ -114,6 +121,37 @@ class EventConsumer:
         self.topology = topology()
         self.publisher = Publisher()
 
+    def parked_consumer(self, channel: Any) -> Consumer:
+        return Consumer(
+            channel,
+            queues=[self.topology.parked_queue],
+            on_message=self.on_parked,
+            prefetch_count=1,
+            accept=None,
+        )
+
+    def on_parked(self, message: Message) -> None:
+        """Move a parked message into the database, where operators work with it."""
+        close_old_connections()
+        try:
+            parked = parked_ingest(body=raw_body(message), headers=dict(message.headers or {}))
+        except Exception:
+            log.exception("could not record a parked message; leaving it in the queue")
+            close_old_connections()
+            time.sleep(1.0)
+            message.requeue()
+            return
+        message.ack()
+        log.warning(
+            "parked message #%s recorded: %s",
+            parked.id,
+            parked.reason,
+            extra={
+                "saga_id": str(parked.saga_id) if parked.saga_id else None,
+                "event_id": str(parked.event_id) if parked.event_id else None,
+            },
+        )
+
     def consumer(self, channel: Any) -> Consumer:
         # Prefetch: enough to hide the broker round trip while one message is
         # handled, small enough that a crashed worker strands little and that
@@ -150,7 +188,7 @@ class EventConsumer:
         extra = _log_extra(outcome, attempt)
         event_type = extra["event_type"] or "unknown"
         if outcome.disposition is Disposition.HANDLED:
-            faults.point("consumer.after_commit", service=self.service)
+            faults.point("consumer.after_commit", service=self.service, event_type=event_type)
             message.ack()
             log.info("handled %s", event_type, extra=extra)
         elif outcome.disposition is Disposition.DUPLICATE:
@@ -203,7 +241,8 @@ class EventConsumer:
                 PARK_REASON_HEADER: reason[:MAX_HEADER_TEXT],
                 ATTEMPT_HEADER: attempt,
                 LAST_ERROR_HEADER: last_error[:MAX_HEADER_TEXT],
-                PARKED_AT_HEADER: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                PARK_ID_HEADER: uuid.uuid4().hex,
+                PARKED_AT_HEADER: utcnow().isoformat(),
                 SERVICE_HEADER: self.service,
                 ORIGINAL_HEADERS_HEADER: {k: v for k, v in headers.items() if k != ORIGINAL_HEADERS_HEADER},
             },

@@ -3,9 +3,10 @@
 Configured by ``SAGA_FAULTS`` (environment) and/or the JSON file named by
 ``SAGA_FAULTS_FILE`` (re-read when it changes, so tests and the chaos harness
 can switch faults on and off in running processes). The format of both is a
-comma-separated list of ``[service/]point=action[@probability]``, e.g.
+comma-separated list of ``[service/]point[:EventType]=action[@probability]``, e.g.
 
     SAGA_FAULTS="inventory/consumer.before_commit=crash@0.2,relay.after_publish=raise"
+    SAGA_FAULTS="shipping/consumer.before_commit:PaymentCompleted=raise"
 
 Actions: ``crash`` (the process SIGKILLs itself: no cleanup, no ack) and
 ``raise`` (an ``InjectedFault`` exception). Points:
@@ -40,6 +41,7 @@ class Fault:
     point: str
     action: str
     probability: float
+    event_type: str | None = None
 
 
 def parse(spec: str) -> list[Fault]:
@@ -49,8 +51,9 @@ def parse(spec: str) -> list[Fault]:
             continue
         target, sep, rest = item.partition("=")
         if not sep:
-            raise ValueError(f"fault {item!r}: expected [service/]point=action[@probability]")
+            raise ValueError(f"fault {item!r}: expected [service/]point[:EventType]=action[@probability]")
         service, _, point = target.rpartition("/")
+        point, _, event_type = point.partition(":")
         action, _, prob = rest.partition("@")
         if point not in POINTS:
             raise ValueError(f"fault {item!r}: unknown point {point!r}; known: {', '.join(POINTS)}")
@@ -59,7 +62,7 @@ def parse(spec: str) -> list[Fault]:
         probability = float(prob) if prob else 1.0
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"fault {item!r}: probability must be within 0..1")
-        faults.append(Fault(service or None, point, action, probability))
+        faults.append(Fault(service or None, point, action, probability, event_type or None))
     return faults
 
 
@@ -91,13 +94,15 @@ class _Config:
 _config: _Config | None = None
 
 
-def point(name: str, *, service: str) -> None:
+def point(name: str, *, service: str, event_type: str | None = None) -> None:
     """Maybe inject a fault at ``name``; a no-op unless configured."""
     global _config  # noqa: PLW0603 - one lazily built config per process
     if _config is None:
         _config = _Config()
     for fault in _config.faults():
         if fault.point != name or (fault.service and fault.service != service):
+            continue
+        if fault.event_type and fault.event_type != event_type:
             continue
         if random.random() >= fault.probability:  # noqa: S311 - not cryptographic
             continue

@@ -188,6 +188,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_BROKER_URL=broker_url(),
         SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
         SAGA_ORDER_DEADLINE_SECONDS=env_float("SAGA_ORDER_DEADLINE_SECONDS", 30.0),
+        SAGA_DEADLINE_SWEEP_SECONDS=env_float("SAGA_DEADLINE_SWEEP_SECONDS", 1.0),
         SHIPPING_SERVED_COUNTRIES=env_list("SHIPPING_SERVED_COUNTRIES", "*"),
         SHIPPING_UNSERVED_COUNTRIES=env_list("SHIPPING_UNSERVED_COUNTRIES", "AQ"),
         SAGA_OCC_MAX_ATTEMPTS=env_int("SAGA_OCC_MAX_ATTEMPTS", 8),

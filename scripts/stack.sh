@@ -205,12 +205,25 @@ down() {
     log "stopped; data kept in PostgreSQL and $VAR/rabbitmq"
 }
 
+restart() {
+    supervisord_running || die "the stack is not running; use make up"
+    prepare_services
+    log "restarting every service process (new code, same data)"
+    local programs
+    programs=$(ctl status | awk '{print $1}' | grep -v '^rabbitmq$' | sed 's/:.*/:*/' | sort -u)
+    # shellcheck disable=SC2086
+    ctl restart $programs >/dev/null
+    wait_healthy
+    ctl status
+}
+
 case "${1:-}" in
     up) up ;;
+    restart) restart ;;
     down) down ;;
     deps) deps ;;
     wait) wait_healthy ;;
     ctl) shift; ctl "$@" ;;
     rabbitmqctl) shift; rmqctl "$@" ;;
-    *) die "usage: scripts/stack.sh up|down|deps|wait|ctl ARGS|rabbitmqctl ARGS" ;;
+    *) die "usage: scripts/stack.sh up|down|restart|deps|wait|ctl ARGS|rabbitmqctl ARGS" ;;
 esac

@@ -43,10 +43,30 @@ def rabbitmq_env() -> dict[str, str]:
 
 
 def env_line(values: dict[str, str]) -> str:
-    return ",".join(f'{key}="{value}"' for key, value in values.items())
+    def quoted(value: str) -> str:
+        return value.replace("%", "%%").replace('"', '\\"')
+
+    return ",".join(f'{key}="{quoted(value)}"' for key, value in values.items())
 
 
-def program(name: str, command: str, *, numprocs: int = 1, autostart: bool = False, extra: str = "") -> str:
+def saga_environment() -> dict[str, str]:
+    """Our settings from the environment of `make up`, written into every program.
+
+    Written per program (not only inherited from supervisord) so that running
+    `make up` again with a changed setting restarts exactly the programs it affects.
+    """
+    prefixes = ("SAGA_", "SHIPPING_", "OTEL_")
+    return {key: value for key, value in sorted(os.environ.items()) if key.startswith(prefixes)}
+
+
+def default_environment() -> str:
+    values = saga_environment()
+    return f"environment={env_line(values)}\n" if values else ""
+
+
+def program(
+    name: str, command: str, *, numprocs: int = 1, autostart: bool = False, extra: str | None = None
+) -> str:
     process_name = "%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{VAR}/log/{name}-%(process_num)d.log" if numprocs > 1 else f"{VAR}/log/{name}.log"
     return f"""
@@ -66,7 +86,7 @@ redirect_stderr=true
 stdout_logfile={log}
 stdout_logfile_maxbytes=20MB
 stdout_logfile_backups=2
-{extra}"""
+{extra if extra is not None else default_environment()}"""
 
 
 def main() -> str:
@@ -124,6 +144,13 @@ serverurl=unix://{VAR}/run/supervisor.sock
             )
         )
         parts.append(program(f"{service}-relay", f"{bin_}/python manage.py {service} relay"))
+        if service == "order":
+            parts.append(
+                program(
+                    "order-beat",
+                    f"{bin_}/celery -A order_svc beat -s {VAR}/run/order-beat-schedule --pidfile= -l INFO",
+                )
+            )
     flower_port = env_int("SAGA_FLOWER_PORT", 5555)
     parts.append(
         program(

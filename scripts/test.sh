@@ -12,6 +12,10 @@ ARTIFACTS="$ROOT/test-artifacts"
 TEST_BROKER_URL="amqp://saga:saga@127.0.0.1:${SAGA_AMQP_PORT:-5672}/saga_test"
 SERVICES="order payment inventory shipping"
 ONLY="${1:-all}"
+# The stack under test runs with short retry tiers and deadlines so that parking and
+# timeouts are exercised in seconds; the defaults (1,5,30 s and 30 s) are for real use.
+export SAGA_RETRY_DELAYS="${SAGA_RETRY_DELAYS:-0.5,1,2}"
+export SAGA_ORDER_DEADLINE_SECONDS="${SAGA_ORDER_DEADLINE_SECONDS:-15}"
 
 scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
 scripts/stack.sh rabbitmqctl -q add_vhost saga_test >/dev/null 2>&1 || true

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import requests
+from kombu import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = os.environ.get("SAGA_API_TOKEN", "dev-token")
@@ -22,6 +26,10 @@ PORTS = {
     "shipping": int(os.environ.get("SAGA_SHIPPING_PORT", "8004")),
 }
 TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
+BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
+FAULTS_FILE = ROOT / "var" / "faults"
+RETRY_DELAYS = [float(x) for x in os.environ.get("SAGA_RETRY_DELAYS", "1,5,30").split(",")]
+DEADLINE_SECONDS = float(os.environ.get("SAGA_ORDER_DEADLINE_SECONDS", "30"))
 
 
 def url(service: str, path: str) -> str:
@@ -135,6 +143,95 @@ def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and result.returncode != 0:
         raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
     return result
+
+
+@contextlib.contextmanager
+def faults(spec: str) -> Iterator[None]:
+    """Switch fault injection on in every running process (see common/faults.py)."""
+    tmp = FAULTS_FILE.with_suffix(".tmp")
+    tmp.write_text(spec)
+    tmp.replace(FAULTS_FILE)
+    try:
+        yield
+    finally:
+        clear_faults()
+
+
+def clear_faults() -> None:
+    FAULTS_FILE.unlink(missing_ok=True)
+
+
+def pid(program: str) -> int:
+    return int(ctl("pid", program, check=False).stdout.strip() or 0)  # 0 while it is down
+
+
+def manage(service: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), service, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"manage.py {service} {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
+    return json.loads(manage(service, "parked", "list", "--all", "--json", "--saga", saga_id))
+
+
+def rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "stack.sh"), "rabbitmqctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def queue_depth(queue: str) -> int:
+    """Messages ready in ``queue`` right now (a passive declare, not the sampled stats)."""
+    with Connection(BROKER_URL) as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def terminate_db_connections() -> int:
+    """pg_terminate_backend every connection of the four services' databases."""
+    sql = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname IN ('saga_order','saga_payment','saga_inventory','saga_shipping') "
+        "AND pid <> pg_backend_pid()"
+    )
+    result = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-qAtc", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(result.stdout.strip() or 0)
+
+
+def wait_invariants(api: Api, order_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    """SPEC §5 holds "once the system is quiet": after a terminal state the last effects
+    (a deduction, a refund confirmed late) may still be in flight. Poll until they hold."""
+    deadline = time.monotonic() + timeout
+    while True:
+        order = api.order(order_id)
+        try:
+            check_order_invariants(api, order)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        else:
+            return order
 
 
 def check_order_invariants(api: Api, order: dict[str, Any]) -> None:

@@ -49,3 +49,73 @@ class InboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+class ParkedStatus(models.TextChoices):
+    PARKED = "PARKED"
+    REPLAYED = "REPLAYED"
+    DISCARDED = "DISCARDED"
+
+
+class ParkedMessage(models.Model):
+    """A message this service could not handle, copied from its ``<service>.parked`` queue.
+
+    The queue is where the consumer puts it (that works while the database is down);
+    the worker then moves it here so operators can list, inspect, replay and discard it.
+    """
+
+    delivery_key = models.CharField(
+        max_length=64, unique=True, help_text="Hash of body and park headers: ingest once."
+    )
+    event_id = models.UUIDField(null=True, blank=True, db_index=True)
+    event_type = models.CharField(max_length=64, blank=True, default="")
+    saga_id = models.UUIDField(null=True, blank=True, db_index=True)
+    reason = models.TextField()
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    headers = models.JSONField(default=dict, help_text="The original headers of the message.")
+    body = models.BinaryField(help_text="The message body, byte for byte.")
+    parked_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=ParkedStatus.choices, default=ParkedStatus.PARKED)
+
+    class Meta:
+        db_table = "messaging_parked"
+        ordering = ["-parked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"parked #{self.pk} {self.event_type or '(unreadable)'} ({self.status})"
+
+    @property
+    def body_text(self) -> str:
+        return bytes(self.body).decode("utf-8", errors="backslashreplace")
+
+
+class ParkedAction(models.Model):
+    """Who replayed or discarded which parked message, and when (an audit trail)."""
+
+    message = models.ForeignKey(ParkedMessage, on_delete=models.PROTECT, related_name="actions")
+    action = models.CharField(max_length=16)
+    operator = models.CharField(max_length=150)
+    note = models.TextField(blank=True, default="")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "messaging_parked_action"
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} of #{self.message_id} by {self.operator}"
+
+
+class CancelledSaga(models.Model):
+    """This service learnt that the saga was cancelled: a late forward step is refused."""
+
+    saga_id = models.UUIDField(primary_key=True)
+    reason = models.TextField(blank=True, default="")
+    cancelled_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "messaging_cancelled_saga"
+
+    def __str__(self) -> str:
+        return f"saga {self.saga_id} cancelled"

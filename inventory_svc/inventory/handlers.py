@@ -31,3 +31,8 @@ def handle_shipment_failed(event: Envelope) -> None:
 @registry.handles("OrderCompleted", emits=("InventoryDeducted",))
 def handle_order_completed(event: Envelope) -> None:
     services.inventory_deduct(order_id=event.saga_id)
+
+
+@registry.handles("OrderCancelled", emits=("InventoryReleased",), compensates="InventoryReserved")
+def handle_order_cancelled(event: Envelope) -> None:
+    services.inventory_cancel(order_id=event.saga_id, reason=event.payload["reason"])

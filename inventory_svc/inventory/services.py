@@ -23,6 +23,7 @@ from django.db.models import F
 from common import metrics
 from common.errors import AlreadyExists
 from common.outbox import emit
+from common.sagas import saga_is_cancelled, saga_mark_cancelled
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,13 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
     if Reservation.objects.filter(order_id=order_id).exists():
         log.info("order %s already has reservations; nothing to do", order_id)
         return
+    if saga_is_cancelled(order_id):
+        log.info(
+            "order %s was cancelled before it reached inventory: not reserving",
+            order_id,
+            extra={"saga_id": order_id},
+        )
+        return
     wanted = {item["sku"]: int(item["quantity"]) for item in items}
 
     def attempt() -> tuple[str, dict[str, Any]]:
@@ -120,8 +128,8 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
     emit(event_type=event_type, saga_id=order_id, payload=payload)
 
 
-def _settle(*, order_id: str, to: str, event_type: str) -> None:
-    """Move the order's RESERVED lines to RELEASED or DEDUCTED, in sku order."""
+def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
+    """Move the order's RESERVED lines to RELEASED or DEDUCTED, in sku order; return them."""
 
     def attempt() -> list[dict[str, Any]]:
         reservations = list(
@@ -137,16 +145,25 @@ def _settle(*, order_id: str, to: str, event_type: str) -> None:
             reservation.save(update_fields=["status", "updated_at"])
         return [{"sku": r.product_id, "quantity": r.quantity} for r in reservations]
 
-    lines = _with_occ(attempt, what=f"{event_type} for order {order_id}")
-    if lines or not Reservation.objects.filter(order_id=order_id).exists():
-        emit(event_type=event_type, saga_id=order_id, payload={"lines": lines})
+    return _with_occ(attempt, what=f"{to.lower()} order {order_id}")
 
 
 def inventory_release(*, order_id: str) -> None:
-    """Compensation: give reserved stock back. Idempotent; confirms with InventoryReleased."""
-    _settle(order_id=order_id, to=ReservationStatus.RELEASED, event_type="InventoryReleased")
+    """Compensation: give reserved stock back, once; confirms with InventoryReleased."""
+    lines = _settle(order_id=order_id, to=ReservationStatus.RELEASED)
+    if lines or not Reservation.objects.filter(order_id=order_id).exists():
+        emit(event_type="InventoryReleased", saga_id=order_id, payload={"lines": lines})
+
+
+def inventory_cancel(*, order_id: str, reason: str) -> None:
+    """The order was cancelled: refuse a late reservation, release a present one, confirm."""
+    saga_mark_cancelled(saga_id=order_id, reason=reason)
+    lines = _settle(order_id=order_id, to=ReservationStatus.RELEASED)
+    emit(event_type="InventoryReleased", saga_id=order_id, payload={"lines": lines})
 
 
 def inventory_deduct(*, order_id: str) -> None:
     """The order completed: reserved stock leaves the warehouse."""
-    _settle(order_id=order_id, to=ReservationStatus.DEDUCTED, event_type="InventoryDeducted")
+    lines = _settle(order_id=order_id, to=ReservationStatus.DEDUCTED)
+    if lines:
+        emit(event_type="InventoryDeducted", saga_id=order_id, payload={"lines": lines})

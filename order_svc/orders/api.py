@@ -7,6 +7,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -82,6 +83,10 @@ class OrderOutSerializer(serializers.ModelSerializer):
         ]
 
 
+class CancelInSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, max_length=200)
+
+
 def fingerprint(data: dict[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -140,6 +145,24 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(
             OrderOutSerializer(order).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=CancelInSerializer, responses={202: OrderOutSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel a PENDING order: 202, then COMPENSATING until every service undid its part."""
+        order_id = _uuid_or_404(pk)
+        incoming = CancelInSerializer(data=request.data if isinstance(request.data, dict) else {})
+        incoming.is_valid(raise_exception=True)
+        reason = incoming.validated_data.get("reason") or "cancelled by the client"
+        try:
+            services.order_cancel(order_id=order_id, reason=reason)
+        except services.OrderNotFound as exc:
+            raise NotFound(f"Order {pk} does not exist.") from exc
+        except services.OrderNotCancellable as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(
+            OrderOutSerializer(selectors.order_get(order_id=order_id)).data, status=status.HTTP_202_ACCEPTED
         )
 
 

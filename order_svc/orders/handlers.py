@@ -70,6 +70,11 @@ def handle_inventory_released(event: Envelope) -> None:
     services.order_confirm_compensation(order_id=event.saga_id, event_type=event.event_type)
 
 
+@on("ShipmentCancelled")
+def handle_shipment_cancelled(event: Envelope) -> None:
+    services.order_confirm_compensation(order_id=event.saga_id, event_type=event.event_type)
+
+
 @on("PaymentRefunded")
 def handle_payment_refunded(event: Envelope) -> None:
     services.order_confirm_compensation(order_id=event.saga_id, event_type=event.event_type)

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 COMPENSATIONS_AFTER = {
     "PaymentDeclined": ["InventoryReleased"],
     "ShipmentFailed": ["InventoryReleased", "PaymentRefunded"],
+    # Every service answers OrderCancelled, whether or not it had acted.
+    "OrderCancelled": ["InventoryReleased", "PaymentRefunded", "ShipmentCancelled"],
 }
 
 
@@ -30,6 +32,10 @@ class IdempotencyConflict(Exception):
 
 class OrderNotFound(Exception):
     pass
+
+
+class OrderNotCancellable(Exception):
+    """Only a PENDING order can be cancelled."""
 
 
 def _record(order: Order, envelope: Envelope) -> None:
@@ -129,19 +135,77 @@ def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal
         order.save()
 
 
+def _pending_or_late(order_id: str, event: str) -> Order | None:
+    """Lock the order; None (and a log line) if it already left PENDING.
+
+    An outcome that arrives after the order was cancelled or finished is a late
+    fact: it stays in the timeline and changes nothing. Whatever the late step did
+    is undone by its own service, which received OrderCancelled too.
+    """
+    order = _locked(order_id)
+    if order.status != OrderStatus.PENDING:
+        log.info(
+            "order %s is %s: late %s changes nothing",
+            order_id,
+            order.status,
+            event,
+            extra={"saga_id": order_id},
+        )
+        return None
+    return order
+
+
 def order_reject(*, order_id: str, reason: str) -> None:
     with transaction.atomic():
-        order = _locked(order_id)
-        order.mark_rejected(reason=reason)
-        order.save()
+        order = _pending_or_late(order_id, "InventoryRejected")
+        if order is not None:
+            order.mark_rejected(reason=reason)
+            order.save()
 
 
 def order_compensate(*, order_id: str, failed_step: str, reason: str) -> None:
     """A step failed after others acted: wait for their undos, then CANCELLED."""
     with transaction.atomic():
+        order = _pending_or_late(order_id, failed_step)
+        if order is not None:
+            order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
+            order.save()
+
+
+def order_cancel(*, order_id: str, reason: str) -> Order:
+    """Cancel a PENDING order: OrderCancelled asks every service to undo what it did."""
+    with transaction.atomic():
         order = _locked(order_id)
-        order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
+        if order.status != OrderStatus.PENDING:
+            raise OrderNotCancellable(
+                f"order {order_id} is {order.status}; only a PENDING order can be cancelled"
+            )
+        order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER["OrderCancelled"])
         order.save()
+        _emit(order, "OrderCancelled", {"reason": reason})
+    return order
+
+
+def order_cancel_overdue(*, limit: int = 500) -> int:
+    """Cancel PENDING orders past their deadline, oldest first; returns how many."""
+    overdue = list(
+        Order.objects.filter(status=OrderStatus.PENDING, deadline_at__lt=timezone.now())
+        .order_by("deadline_at")
+        .values_list("id", "deadline_at")[:limit]
+    )
+    cancelled = 0
+    for order_id, deadline_at in overdue:
+        try:
+            order_cancel(
+                order_id=str(order_id),
+                reason=f"deadline passed at {deadline_at.isoformat()} before the saga finished",
+            )
+            cancelled += 1
+        except OrderNotCancellable:
+            continue  # it finished meanwhile
+    if cancelled:
+        log.warning("cancelled %d order(s) past their deadline", cancelled)
+    return cancelled
 
 
 def order_confirm_compensation(*, order_id: str, event_type: str) -> None:
@@ -153,10 +217,11 @@ def order_confirm_compensation(*, order_id: str, event_type: str) -> None:
 
 def order_complete(*, order_id: str) -> None:
     with transaction.atomic():
-        order = _locked(order_id)
-        order.mark_completed()
-        order.save()
-        _emit(order, "OrderCompleted", {})
+        order = _pending_or_late(order_id, "ShipmentScheduled")
+        if order is not None:
+            order.mark_completed()
+            order.save()
+            _emit(order, "OrderCompleted", {})
 
 
 def order_age_seconds(order: Order, at: datetime | None = None) -> float:

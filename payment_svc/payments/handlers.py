@@ -23,3 +23,8 @@ def handle_inventory_reserved(event: Envelope) -> None:
 @registry.handles("ShipmentFailed", emits=("PaymentRefunded",), compensates="PaymentCompleted")
 def handle_shipment_failed(event: Envelope) -> None:
     services.payment_refund(order_id=event.saga_id)
+
+
+@registry.handles("OrderCancelled", emits=("PaymentRefunded",), compensates="PaymentCompleted")
+def handle_order_cancelled(event: Envelope) -> None:
+    services.payment_cancel(order_id=event.saga_id, reason=event.payload["reason"])

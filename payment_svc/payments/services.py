@@ -8,6 +8,7 @@ needs no retry loop. "Never charge twice" is the unique (order, kind) constraint
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -15,7 +16,10 @@ from django.db.models import F
 
 from common.errors import AlreadyExists
 from common.outbox import emit
+from common.sagas import saga_is_cancelled, saga_mark_cancelled
 from payment_svc.payments.models import Account, Payment, PaymentKind
+
+log = logging.getLogger(__name__)
 
 
 class AccountExists(AlreadyExists):
@@ -33,6 +37,9 @@ def account_create(*, customer_id: str, balance: Decimal) -> Account:
 def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     """Charge the order's total once: PaymentCompleted or PaymentDeclined."""
     if Payment.objects.filter(order_id=order_id, kind=PaymentKind.CHARGE).exists():
+        return
+    if saga_is_cancelled(order_id):
+        log.info("order %s was cancelled before payment: not charging", order_id, extra={"saga_id": order_id})
         return
     money = f"{amount:.2f}"
     if not Account.objects.filter(customer_id=customer_id).exists():
@@ -68,19 +75,34 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     )
 
 
-def payment_refund(*, order_id: str) -> None:
-    """Compensation: give the order's charge back, once; confirms with PaymentRefunded."""
+def _refund(order_id: str) -> Payment | None:
+    """Give the order's charge back if there is one not yet refunded."""
     charge = Payment.objects.filter(order_id=order_id, kind=PaymentKind.CHARGE).first()
-    if charge is None:
-        return
-    if Payment.objects.filter(order_id=order_id, kind=PaymentKind.REFUND).exists():
-        return
+    if charge is None or Payment.objects.filter(order_id=order_id, kind=PaymentKind.REFUND).exists():
+        return None
     Account.objects.filter(customer_id=charge.customer_id).update(balance=F("balance") + charge.amount)
-    Payment.objects.create(
+    return Payment.objects.create(
         order_id=order_id, customer_id=charge.customer_id, kind=PaymentKind.REFUND, amount=charge.amount
     )
-    emit(
-        event_type="PaymentRefunded",
-        saga_id=order_id,
-        payload={"customer_id": charge.customer_id, "amount": f"{charge.amount:.2f}"},
-    )
+
+
+def payment_refund(*, order_id: str) -> None:
+    """Compensation: give the order's charge back, once; confirms with PaymentRefunded."""
+    refund = _refund(order_id)
+    if refund is not None:
+        emit(
+            event_type="PaymentRefunded",
+            saga_id=order_id,
+            payload={"customer_id": refund.customer_id, "amount": f"{refund.amount:.2f}"},
+        )
+
+
+def payment_cancel(*, order_id: str, reason: str) -> None:
+    """The order was cancelled: refuse a late charge, refund a present one, confirm."""
+    saga_mark_cancelled(saga_id=order_id, reason=reason)
+    refund = _refund(order_id)
+    charge = Payment.objects.filter(order_id=order_id, kind=PaymentKind.CHARGE).first()
+    payload = {"amount": f"{refund.amount:.2f}" if refund else "0.00"}
+    if charge is not None:
+        payload["customer_id"] = charge.customer_id
+    emit(event_type="PaymentRefunded", saga_id=order_id, payload=payload)

@@ -17,3 +17,8 @@ def handle_order_placed(event: Envelope) -> None:
 @registry.handles("PaymentCompleted", emits=("ShipmentScheduled", "ShipmentFailed"))
 def handle_payment_completed(event: Envelope) -> None:
     services.shipment_schedule(order_id=event.saga_id)
+
+
+@registry.handles("OrderCancelled", emits=("ShipmentCancelled",), compensates="ShipmentScheduled")
+def handle_order_cancelled(event: Envelope) -> None:
+    services.shipment_cancel(order_id=event.saga_id, reason=event.payload["reason"])

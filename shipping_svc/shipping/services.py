@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
 
 from common.outbox import emit
-from shipping_svc.shipping.models import Destination, Shipment
+from common.sagas import saga_is_cancelled, saga_mark_cancelled
+from shipping_svc.shipping.models import Destination, Shipment, ShipmentStatus
+
+log = logging.getLogger(__name__)
 
 
 class DestinationUnknown(Exception):
@@ -29,6 +33,11 @@ def shipment_schedule(*, order_id: str) -> None:
     """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment)."""
     if Shipment.objects.filter(order_id=order_id).exists():
         return
+    if saga_is_cancelled(order_id):
+        log.info(
+            "order %s was cancelled before shipping: not scheduling", order_id, extra={"saga_id": order_id}
+        )
+        return
     destination = Destination.objects.filter(order_id=order_id).first()
     if destination is None:
         raise DestinationUnknown(f"no destination recorded yet for order {order_id}")
@@ -49,4 +58,18 @@ def shipment_schedule(*, order_id: str) -> None:
         event_type="ShipmentScheduled",
         saga_id=order_id,
         payload={"shipment_id": str(shipment.id), "country": country},
+    )
+
+
+def shipment_cancel(*, order_id: str, reason: str) -> None:
+    """The order was cancelled: refuse a late shipment, cancel a scheduled one, confirm."""
+    saga_mark_cancelled(saga_id=order_id, reason=reason)
+    shipment = Shipment.objects.filter(order_id=order_id).first()
+    if shipment is not None and shipment.status == ShipmentStatus.SCHEDULED:
+        shipment.status = ShipmentStatus.CANCELLED
+        shipment.save(update_fields=["status", "updated_at"])
+    emit(
+        event_type="ShipmentCancelled",
+        saga_id=order_id,
+        payload={"shipment_id": str(shipment.id) if shipment else None},
     )

@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection, Queue
 
 from common.envelope import Envelope
-from tests.support import Api, check_order_invariants, ctl, poll
+from tests.support import Api, ctl, poll, wait_invariants
 
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 PATHS = [
@@ -98,10 +98,7 @@ def test_saga_path(
     assert [step["at"] for step in final["timeline"]] == sorted(step["at"] for step in final["timeline"])
     if status != "COMPLETED":
         assert final["failure_reason"]
-    # Wait for the last effect (a deduction follows completion), then SPEC §5.
-    if status == "COMPLETED":
-        poll(lambda: api.stock(sku), lambda s: s["reserved"] == 0, timeout=10, what="the deduction")
-    check_order_invariants(api, api.order(order["id"]))
+    wait_invariants(api, order["id"])  # SPEC §5, once the last effects landed
     product = api.stock(sku)
     sold = quantity if status == "COMPLETED" else 0
     assert (product["available"], product["reserved"]) == (stock - sold, 0)
@@ -163,7 +160,7 @@ def test_relay_down_between_commit_and_publish_loses_nothing(api: Api) -> None:
     finally:
         ctl("start", "order-relay")
     assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
-    check_order_invariants(api, api.order(order["id"]))
+    wait_invariants(api, order["id"])
 
 
 def test_garbage_on_a_service_queue_is_parked_and_the_worker_keeps_working(api: Api) -> None:

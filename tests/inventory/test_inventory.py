@@ -151,3 +151,49 @@ def test_rejecting_a_hundred_unknown_skus_keeps_the_reason_short(stock) -> None:
     validate_payload("InventoryRejected", 1, event["payload"])
     assert len(event["payload"]["skus"]) == 100
     assert event["payload"]["reason"].endswith("and 90 more")
+
+
+def cancelled(order_id: str):
+    return envelope("OrderCancelled", order_id, {"reason": "client"}, producer="order")
+
+
+def test_cancel_before_the_order_arrives_refuses_the_late_reservation(stock) -> None:
+    order_id = str(uuid.uuid4())
+    assert deliver(cancelled(order_id)).disposition is Disposition.HANDLED
+    assert deliver(placed(order_id, [("b-bolt", 2)])).disposition is Disposition.HANDLED
+    assert not Reservation.objects.filter(order_id=order_id).exists()
+    assert Product.objects.get(sku="b-bolt").available == 10
+    assert [(e["event_type"], e["payload"]) for e in outbox_events(order_id)] == [
+        ("InventoryReleased", {"lines": []})
+    ]
+
+
+def test_cancel_after_reserving_releases_once_whatever_else_asks(stock) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, [("b-bolt", 2), ("a-anvil", 1)]))
+    deliver(cancelled(order_id))
+    deliver(cancelled(order_id))  # another cancellation message for the same order
+    deliver(
+        envelope(
+            "PaymentDeclined",
+            order_id,
+            {"customer_id": "alice", "code": "insufficient_funds", "reason": "late"},
+        )
+    )
+    assert (Product.objects.get(sku="b-bolt").available, Product.objects.get(sku="a-anvil").available) == (
+        10,
+        2,
+    )
+    events = outbox_events(order_id)
+    assert [e["event_type"] for e in events] == [
+        "InventoryReserved",
+        "InventoryReleased",
+        "InventoryReleased",
+    ]
+    assert events[1]["payload"]["lines"] == [
+        {"sku": "a-anvil", "quantity": 1},
+        {"sku": "b-bolt", "quantity": 2},
+    ]
+    assert events[2]["payload"]["lines"] == []
+    conserved("b-bolt")
+    conserved("a-anvil")

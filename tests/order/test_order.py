@@ -143,6 +143,7 @@ EVENTS = {
     "InventoryReleased": lambda o: envelope("InventoryReleased", o, {"lines": []}),
     "PaymentRefunded": lambda o: envelope("PaymentRefunded", o, {"customer_id": "alice", "amount": "7.00"}),
     "InventoryDeducted": lambda o: envelope("InventoryDeducted", o, {"lines": []}),
+    "ShipmentCancelled": lambda o: envelope("ShipmentCancelled", o, {"shipment_id": None}),
 }
 
 
@@ -207,3 +208,65 @@ def test_event_for_an_unknown_order_is_retried_not_applied() -> None:
     outcome = deliver(reserved(str(uuid.uuid4())))
     assert outcome.disposition is Disposition.RETRY
     assert "unknown order" in outcome.reason
+
+
+# -- cancellation and deadlines ------------------------------------------------------
+def confirmations(oid: str) -> list:
+    return [
+        EVENTS["InventoryReleased"](oid),
+        envelope("PaymentRefunded", oid, {"amount": "0.00"}),
+        envelope("ShipmentCancelled", oid, {"shipment_id": None}),
+    ]
+
+
+@pytest.mark.django_db
+def test_cancel_waits_for_every_service_to_confirm_in_any_order() -> None:
+    oid = str(place().id)
+    services.order_cancel(order_id=oid, reason="changed my mind")
+    assert outbox_types(oid) == ["OrderPlaced", "OrderCancelled"]
+    validate_payload("OrderCancelled", 1, outbox_events(oid)[1]["payload"])
+    third, first, second = confirmations(oid)
+    for event in (first, second):
+        deliver(event)
+        assert Order.objects.get(id=oid).status == OrderStatus.COMPENSATING
+    deliver(third)
+    order = Order.objects.get(id=oid)
+    assert (order.status, order.failure_reason) == (OrderStatus.CANCELLED, "changed my mind")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "late", ["ShipmentScheduled", "PaymentDeclined", "ShipmentFailed", "InventoryRejected"]
+)
+def test_an_outcome_arriving_after_cancel_is_recorded_never_applied(late: str) -> None:
+    oid = str(place().id)
+    services.order_cancel(order_id=oid, reason="client")
+    assert deliver(EVENTS[late](oid)).disposition is Disposition.HANDLED
+    order = Order.objects.get(id=oid)
+    assert (order.status, order.failure_reason) == (OrderStatus.COMPENSATING, "client")
+    assert outbox_types(oid) == ["OrderPlaced", "OrderCancelled"]  # no OrderCompleted
+    assert late in [e.event_type for e in order.timeline.all()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [OrderStatus.COMPLETED, OrderStatus.COMPENSATING, OrderStatus.REJECTED])
+def test_only_a_pending_order_can_be_cancelled(status) -> None:
+    order = place()
+    Order.objects.filter(id=order.id).update(status=status)
+    with pytest.raises(services.OrderNotCancellable, match=f"is {status}"):
+        services.order_cancel(order_id=str(order.id), reason="x")
+    assert outbox_types(str(order.id)) == ["OrderPlaced"]
+
+
+@pytest.mark.django_db
+def test_the_sweep_cancels_only_pending_orders_past_their_deadline() -> None:
+    overdue, fresh, done = place(), place(), place()
+    past = timezone.now() - timedelta(seconds=1)
+    Order.objects.filter(id__in=[overdue.id, done.id]).update(deadline_at=past)
+    Order.objects.filter(id=done.id).update(status=OrderStatus.COMPLETED)
+    assert services.order_cancel_overdue() == 1
+    assert Order.objects.get(id=overdue.id).status == OrderStatus.COMPENSATING
+    assert "deadline passed" in Order.objects.get(id=overdue.id).failure_reason
+    assert Order.objects.get(id=fresh.id).status == OrderStatus.PENDING
+    assert Order.objects.get(id=done.id).status == OrderStatus.COMPLETED
+    assert services.order_cancel_overdue() == 0

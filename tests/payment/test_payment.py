@@ -93,3 +93,32 @@ def test_exact_balance_can_be_spent_and_never_overdrawn(alice) -> None:
     assert outbox_types(first) == ["PaymentCompleted"]
     assert outbox_types(second) == ["PaymentDeclined"]
     assert Account.objects.get(customer_id="alice").balance == Decimal("0.00")
+
+
+def cancelled(order_id: str):
+    return envelope("OrderCancelled", order_id, {"reason": "client"}, producer="order")
+
+
+def test_cancel_before_the_charge_refuses_it(alice) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(cancelled(order_id))
+    deliver(reserved(order_id))
+    assert not Payment.objects.filter(order_id=order_id).exists()
+    assert Account.objects.get(customer_id="alice").balance == Decimal("50.00")
+    assert [(e["event_type"], e["payload"]) for e in outbox_events(order_id)] == [
+        ("PaymentRefunded", {"amount": "0.00"})
+    ]
+
+
+def test_cancel_and_shipment_failure_refund_once(alice) -> None:
+    order_id = str(uuid.uuid4())
+    deliver(reserved(order_id))
+    deliver(shipment_failed(order_id))
+    deliver(cancelled(order_id))
+    assert Account.objects.get(customer_id="alice").balance == Decimal("50.00")
+    assert Payment.objects.filter(order_id=order_id, kind="refund").count() == 1
+    amounts = [
+        e["payload"]["amount"] for e in outbox_events(order_id) if e["event_type"] == "PaymentRefunded"
+    ]
+    assert amounts == ["30.00", "0.00"]
+    conserved("alice")

@@ -69,3 +69,29 @@ def test_payment_before_destination_is_retried() -> None:
     deliver(placed(order_id, "FR"))
     assert deliver(paid(order_id)).disposition is Disposition.HANDLED
     assert outbox_types(order_id) == ["ShipmentScheduled"]
+
+
+def cancelled(order_id: str):
+    return envelope("OrderCancelled", order_id, {"reason": "client"}, producer="order")
+
+
+def test_cancel_before_payment_refuses_the_late_shipment() -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "FR"))
+    deliver(cancelled(order_id))
+    deliver(paid(order_id))
+    assert not Shipment.objects.filter(order_id=order_id).exists()
+    assert [(e["event_type"], e["payload"]) for e in outbox_events(order_id)] == [
+        ("ShipmentCancelled", {"shipment_id": None})
+    ]
+
+
+def test_cancel_after_scheduling_cancels_the_shipment() -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "FR"))
+    deliver(paid(order_id))
+    deliver(cancelled(order_id))
+    shipment = Shipment.objects.get(order_id=order_id)
+    assert shipment.status == "CANCELLED"
+    assert outbox_types(order_id) == ["ShipmentScheduled", "ShipmentCancelled"]
+    assert outbox_events(order_id)[1]["payload"] == {"shipment_id": str(shipment.id)}

@@ -34,7 +34,8 @@ POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
 COMPOSE_ONLY = {"postgres", "migrate"}
 # Options whose values legitimately differ between the two: where a server binds,
 # the worker's node name, the broker's host.
-PER_DEPLOYMENT_OPTIONS = {"-b", "--bind", "-n", "--hostname", "--broker", "--address", "--broker_api"}
+# options whose value is where things live in one deployment (bind address, node name, beat schedule file)
+PER_DEPLOYMENT_OPTIONS = {"-b", "--bind", "-n", "--hostname", "--broker", "--address", "--broker_api", "-s"}
 PREPARATION_COMMANDS = ("migrate --noinput", "ensure_admin", "declare_topology")
 
 Compose = dict[str, Any]
@@ -362,7 +363,7 @@ def init_sql() -> str:
 
 
 def test_supervisor_config_parses(programs, services):
-    expected = {"rabbitmq", "flower"} | {
+    expected = {"rabbitmq", "flower", "order-beat"} | {
         f"{s}-{role}" for s in services for role in ("web", "worker", "relay")
     }
     assert set(programs) == expected, f"supervisor programs changed: {sorted(set(programs) ^ expected)}"

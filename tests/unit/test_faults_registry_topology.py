@@ -8,11 +8,27 @@ from common.topology import service_topology, tier_name
 
 
 def test_fault_spec_parses_service_point_action_probability() -> None:
-    parsed = faults.parse("inventory/consumer.before_commit=crash@0.25, relay.after_publish=raise")
+    parsed = faults.parse(
+        "inventory/consumer.before_commit=crash@0.25, relay.after_publish=raise,"
+        "shipping/consumer.after_commit:PaymentCompleted=raise@0.5"
+    )
     assert parsed == [
         faults.Fault("inventory", "consumer.before_commit", "crash", 0.25),
         faults.Fault(None, "relay.after_publish", "raise", 1.0),
+        faults.Fault("shipping", "consumer.after_commit", "raise", 0.5, "PaymentCompleted"),
     ]
+
+
+def test_a_fault_fires_only_where_it_is_aimed(monkeypatch) -> None:
+    monkeypatch.setenv("SAGA_FAULTS", "shipping/consumer.before_commit:PaymentCompleted=raise")
+    monkeypatch.delenv("SAGA_FAULTS_FILE", raising=False)
+    monkeypatch.setattr(faults, "_config", None)
+    faults.point("consumer.before_commit", service="shipping", event_type="OrderPlaced")
+    faults.point("consumer.before_commit", service="payment", event_type="PaymentCompleted")
+    faults.point("consumer.after_commit", service="shipping", event_type="PaymentCompleted")
+    with pytest.raises(faults.InjectedFault):
+        faults.point("consumer.before_commit", service="shipping", event_type="PaymentCompleted")
+    monkeypatch.setattr(faults, "_config", None)
 
 
 @pytest.mark.parametrize(
