@@ -166,3 +166,39 @@ def test_a_failing_handler_goes_to_the_first_retry_tier_of_this_service(broker) 
     assert retried.headers[ATTEMPT_HEADER] == 1
     assert "OrderNotFound" in retried.headers[LAST_ERROR_HEADER]
     assert json.loads(retried.body)["event_id"] == event.event_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parked_messages_are_ingested_once_replayed_and_discarded_with_a_record(broker) -> None:
+    from common.messaging.models import ParkedAction, ParkedStatus
+    from common.parking import ParkedStateError, parked_discard, parked_ingest, parked_replay
+
+    event = envelope("InventoryRejected", str(uuid.uuid4()), {"code": "out_of_stock", "reason": "x"})
+    headers = {
+        PARK_REASON_HEADER: "retries exhausted after 4 attempts",
+        ATTEMPT_HEADER: 3,
+        LAST_ERROR_HEADER: "OrderNotFound: ...",
+        "x-saga-park-id": uuid.uuid4().hex,
+        "x-saga-original-headers": {"x-origin": "test", ATTEMPT_HEADER: 3},
+    }
+    first = parked_ingest(body=event.to_json().encode(), headers=headers)
+    again = parked_ingest(body=event.to_json().encode(), headers=headers)
+    assert first.id == again.id
+    assert (first.event_type, str(first.saga_id), first.attempts) == ("InventoryRejected", event.saga_id, 3)
+
+    parked_replay(message_id=first.id, operator="alice")
+    [replayed] = drain(topology().events_queue(broker.channel()), 1)
+    assert json.loads(raw_body(replayed))["event_id"] == event.event_id
+    assert replayed.headers[ATTEMPT_HEADER] == 0  # attempts reset
+    assert replayed.headers["x-origin"] == "test"
+    with pytest.raises(ParkedStateError, match="already REPLAYED"):
+        parked_discard(message_id=first.id, operator="bob")
+
+    garbage = parked_ingest(body=b"\x00\xff", headers={PARK_REASON_HEADER: "malformed event"})
+    assert garbage.event_type == ""
+    parked_discard(message_id=garbage.id, operator="bob", note="test garbage")
+    assert garbage.__class__.objects.get(id=garbage.id).status == ParkedStatus.DISCARDED
+    assert [(a.action, a.operator) for a in ParkedAction.objects.order_by("at")] == [
+        ("replay", "alice"),
+        ("discard", "bob"),
+    ]

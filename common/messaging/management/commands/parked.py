@@ -46,6 +46,7 @@ class Command(BaseCommand):
                 "saga_id": str(m.saga_id or ""),
                 "attempts": m.attempts,
                 "reason": m.reason,
+                "body": m.body_text[:2000],
             }
             for m in messages[:1000]
         ]
