@@ -208,6 +208,7 @@ class EventConsumer:
                         LAST_ERROR_HEADER: outcome.reason[:MAX_HEADER_TEXT],
                     },
                 )
+                metrics.RETRIES.labels(self.service, event_type, tiers[attempt]).inc()
                 log.warning(
                     "retrying %s in tier %s: %s", event_type, tiers[attempt], outcome.reason, extra=extra
                 )
@@ -225,6 +226,10 @@ class EventConsumer:
         else:
             self._park(message, headers, attempt, reason=outcome.reason, last_error="")
             log.error("parked %s: %s", event_type, outcome.reason, extra=extra)
+        if outcome.disposition is Disposition.PARK or (
+            outcome.disposition is Disposition.RETRY and attempt >= len(self.topology.tiers)
+        ):
+            metrics.PARKED.labels(self.service, event_type).inc()
         metrics.observe_delivery(
             self.service, event_type, outcome.disposition.value, time.perf_counter() - started
         )

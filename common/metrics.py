@@ -1,4 +1,10 @@
-"""Prometheus metrics of the saga machinery (workers and relays)."""
+"""Prometheus metrics of the saga machinery (workers and relays).
+
+Every process of a service writes its samples to ``PROMETHEUS_MULTIPROC_DIR``
+(``var/prometheus/<service>``, set by supervisor), and the service's web
+``/metrics`` adds up all of them: workers and relays have no port of their own,
+and counters survive the restart of the process that counted.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +29,29 @@ OCC_CONFLICTS = Counter(
 OUTBOX_PUBLISHED = Counter(
     "saga_outbox_published_total", "Events published by the relay.", ["service", "event_type"]
 )
-OUTBOX_BACKLOG = Gauge("saga_outbox_backlog", "Unpublished outbox rows.", ["service"])
+# Gauges set by the relay: the most recent value of any process is the truth.
+OUTBOX_BACKLOG = Gauge(
+    "saga_outbox_backlog", "Unpublished outbox rows.", ["service"], multiprocess_mode="mostrecent"
+)
 OUTBOX_OLDEST_AGE = Gauge(
-    "saga_outbox_oldest_unpublished_seconds", "Age of the oldest unpublished outbox row.", ["service"]
+    "saga_outbox_oldest_unpublished_seconds",
+    "Age of the oldest unpublished outbox row.",
+    ["service"],
+    multiprocess_mode="mostrecent",
 )
 
 
 def observe_delivery(service: str, event_type: str, outcome: str, seconds: float) -> None:
     DELIVERIES.labels(service, event_type, outcome).inc()
     HANDLER_SECONDS.labels(service, event_type).observe(seconds)
+
+
+OCC_EXHAUSTED = Counter(
+    "saga_occ_retries_exhausted_total",
+    "Handlers that met a version conflict on every bounded attempt (→ the retry tiers).",
+    ["service", "entity"],
+)
+RETRIES = Counter(
+    "saga_retries_total", "Deliveries sent to a retry tier, by tier.", ["service", "event_type", "tier"]
+)
+PARKED = Counter("saga_parked_total", "Deliveries moved to the parking lot.", ["service", "event_type"])

@@ -111,13 +111,22 @@ supervisord_running() {
 
 ctl() { "$VENV/bin/supervisorctl" -c "$CONF" "$@"; }
 
+prometheus_dirs() {
+    local svc
+    for svc in $SERVICES; do mkdir -p "$VAR/prometheus/$svc"; done
+}
+
 start_supervisor() {
+    prometheus_dirs
     "$PY" "$ROOT/scripts/supervisor_conf.py" > "$CONF.new"
     mv "$CONF.new" "$CONF"
     if supervisord_running; then
         ctl reread >/dev/null
         ctl update >/dev/null
     else
+        # Metrics files of processes from an earlier run: a fresh start counts from zero.
+        rm -rf "$VAR/prometheus"
+        prometheus_dirs
         log "starting supervisord (config $CONF)"
         "$VENV/bin/supervisord" -c "$CONF"
     fi

@@ -59,13 +59,21 @@ def saga_environment() -> dict[str, str]:
     return {key: value for key, value in sorted(os.environ.items()) if key.startswith(prefixes)}
 
 
-def default_environment() -> str:
+def default_environment(service: str | None = None) -> str:
     values = saga_environment()
+    if service:
+        values["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "prometheus" / service)
     return f"environment={env_line(values)}\n" if values else ""
 
 
 def program(
-    name: str, command: str, *, numprocs: int = 1, autostart: bool = False, extra: str | None = None
+    name: str,
+    command: str,
+    *,
+    numprocs: int = 1,
+    autostart: bool = False,
+    extra: str | None = None,
+    service: str | None = None,
 ) -> str:
     process_name = "%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{VAR}/log/{name}-%(process_num)d.log" if numprocs > 1 else f"{VAR}/log/{name}.log"
@@ -86,7 +94,7 @@ redirect_stderr=true
 stdout_logfile={log}
 stdout_logfile_maxbytes=20MB
 stdout_logfile_backups=2
-{extra if extra is not None else default_environment()}"""
+{extra if extra is not None else default_environment(service)}"""
 
 
 def main() -> str:
@@ -132,7 +140,9 @@ serverurl=unix://{VAR}/run/supervisor.sock
             program(
                 f"{service}-web",
                 f"{bin_}/gunicorn {service}_svc.wsgi -b 127.0.0.1:{port} -w {web_workers} "
-                f"-k gthread --threads 4 --timeout 30 --graceful-timeout 10",
+                f"-k gthread --threads 4 --timeout 30 --graceful-timeout 10 "
+                f"-c {ROOT}/common/gunicorn_conf.py",
+                service=service,
             )
         )
         parts.append(
@@ -141,14 +151,16 @@ serverurl=unix://{VAR}/run/supervisor.sock
                 f"{bin_}/celery -A {service}_svc worker -n {service}-%(process_num)d@%%h "
                 f"--pool=solo -E --without-mingle --without-gossip -l INFO",
                 numprocs=workers,
+                service=service,
             )
         )
-        parts.append(program(f"{service}-relay", f"{bin_}/python manage.py {service} relay"))
+        parts.append(program(f"{service}-relay", f"{bin_}/python manage.py {service} relay", service=service))
         if service == "order":
             parts.append(
                 program(
                     "order-beat",
                     f"{bin_}/celery -A order_svc beat -s {VAR}/run/order-beat-schedule --pidfile= -l INFO",
+                    service=service,
                 )
             )
     flower_port = env_int("SAGA_FLOWER_PORT", 5555)

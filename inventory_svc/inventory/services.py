@@ -57,6 +57,7 @@ def _with_occ(action: Callable[[], T], *, what: str) -> T:
         except VersionConflict:
             metrics.OCC_CONFLICTS.labels("inventory", "product").inc()
             time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))  # noqa: S311
+    metrics.OCC_EXHAUSTED.labels("inventory", "product").inc()
     raise OccRetriesExhausted(f"{what}: {attempts} version conflicts in a row")
 
 

@@ -35,7 +35,17 @@ COMPOSE_ONLY = {"postgres", "migrate"}
 # Options whose values legitimately differ between the two: where a server binds,
 # the worker's node name, the broker's host.
 # options whose value is where things live in one deployment (bind address, node name, beat schedule file)
-PER_DEPLOYMENT_OPTIONS = {"-b", "--bind", "-n", "--hostname", "--broker", "--address", "--broker_api", "-s"}
+PER_DEPLOYMENT_OPTIONS = {
+    "-b",
+    "--bind",
+    "-n",
+    "--hostname",
+    "--broker",
+    "--address",
+    "--broker_api",
+    "-s",
+    "-c",
+}
 PREPARATION_COMMANDS = ("migrate --noinput", "ensure_admin", "declare_topology")
 
 Compose = dict[str, Any]
