@@ -16,6 +16,9 @@ ONLY="${1:-all}"
 # timeouts are exercised in seconds; the defaults (1,5,30 s and 30 s) are for real use.
 export SAGA_RETRY_DELAYS="${SAGA_RETRY_DELAYS:-0.5,1,2}"
 export SAGA_ORDER_DEADLINE_SECONDS="${SAGA_ORDER_DEADLINE_SECONDS:-15}"
+# Several worker processes on the contended services, as in production (issue 4).
+export SAGA_INVENTORY_WORKERS="${SAGA_INVENTORY_WORKERS:-4}"
+export SAGA_PAYMENT_WORKERS="${SAGA_PAYMENT_WORKERS:-2}"
 
 scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
 scripts/stack.sh rabbitmqctl -q add_vhost saga_test >/dev/null 2>&1 || true

@@ -197,19 +197,21 @@ def test_a_failing_compensation_is_parked_and_the_order_stays_compensating(api: 
 # -- crashes of real processes ------------------------------------------------------
 @pytest.mark.parametrize("point", ["consumer.before_commit", "consumer.after_commit"])
 def test_a_worker_killed_mid_handler_applies_the_event_exactly_once(api: Api, point: str) -> None:
+    """SIGKILL inside the handler's transaction, or after its commit before the ack."""
     sku, customer = api.product(price="2.00", available=5), api.account(balance="10.00")
-    before = pid("inventory-worker")
-    with faults(f"inventory/{point}:OrderPlaced=crash"):
+    before = pid("shipping-worker")
+    with faults(f"shipping/{point}:PaymentCompleted=crash"):
         order = api.place(customer, [(sku, 2)])
         poll(
-            lambda: pid("inventory-worker"),
+            lambda: pid("shipping-worker"),
             lambda p: p not in (0, before),
             timeout=20,
-            what="the inventory worker to be SIGKILLed and restarted",
+            what="the shipping worker to be SIGKILLed and restarted",
         )
-    final = settle(api, [order["id"]])[0]
+    final = settle(api, [order["id"]])[0]  # PaymentCompleted was redelivered
     assert final["status"] == "COMPLETED"
-    assert len(api.reservations(order["id"])) == 1
+    assert [s["status"] for s in api.shipments(order["id"])] == ["SCHEDULED"]
+    assert [s["event_type"] for s in final["timeline"]].count("ShipmentScheduled") == 1
     stock_conserved(api, sku, initial=5, completed=2)
     assert api.balance(customer) == Decimal("6.00")
 
