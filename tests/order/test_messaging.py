@@ -202,3 +202,32 @@ def test_parked_messages_are_ingested_once_replayed_and_discarded_with_a_record(
         ("replay", "alice"),
         ("discard", "bob"),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_lists_parked_messages_and_its_actions_are_recorded(broker, admin_client) -> None:
+    from common.messaging.models import ParkedAction, ParkedStatus
+    from common.parking import parked_ingest
+
+    event = envelope("InventoryRejected", str(uuid.uuid4()), {"code": "out_of_stock", "reason": "x"})
+    first = parked_ingest(body=event.to_json().encode(), headers={PARK_REASON_HEADER: "retries exhausted"})
+    second = parked_ingest(body=b"garbage", headers={PARK_REASON_HEADER: "malformed event: not JSON"})
+    page = admin_client.get("/admin/messaging/parkedmessage/")
+    assert page.status_code == 200
+    assert b"retries exhausted" in page.content
+    assert b"malformed event" in page.content
+    detail = admin_client.get(f"/admin/messaging/parkedmessage/{second.id}/change/")
+    assert detail.status_code == 200
+    assert b"garbage" in detail.content
+    url = "/admin/messaging/parkedmessage/"
+    admin_client.post(url, {"action": "replay", "_selected_action": [first.id]})
+    admin_client.post(url, {"action": "discard", "_selected_action": [second.id]})
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (ParkedStatus.REPLAYED, ParkedStatus.DISCARDED)
+    assert sorted(ParkedAction.objects.values_list("action", "operator")) == [
+        ("discard", "admin"),
+        ("replay", "admin"),
+    ]
+    [replayed] = drain(topology().events_queue(broker.channel()), 1)
+    assert json.loads(raw_body(replayed))["event_id"] == event.event_id
