@@ -10,15 +10,23 @@ import os
 import sys
 
 SERVICES = ("order", "payment", "inventory", "shipping")
+# Commands that span the four services rather than run inside one.
+PLATFORM_COMMANDS = {"saga": "common.choreography"}
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in PLATFORM_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(PLATFORM_COMMANDS[sys.argv[1]])
+        sys.exit(module.main(sys.argv[2:]))
     if len(sys.argv) < 2 or sys.argv[1] not in SERVICES:
         given = sys.argv[1] if len(sys.argv) > 1 else "(nothing)"
         sys.stderr.write(
             f"usage: ./manage.py <service> <django-command> [args]\n"
             f"  <service> is one of: {', '.join(SERVICES)} (got {given})\n"
             f"  e.g. ./manage.py order migrate, ./manage.py inventory shell\n"
+            f"   or: ./manage.py saga graph  (the choreography of all four services)\n"
         )
         sys.exit(2)
     service = sys.argv[1]

@@ -27,6 +27,24 @@ class Registration:
 class EventRegistry:
     service: str
     registrations: dict[str, Registration] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def originates(self, *event_types: str, by: str) -> None:
+        """Declare events this service emits on its own initiative (an API call, a timer)."""
+        for event_type in event_types:
+            routing_key_for(event_type)
+            self.origins[event_type] = by
+
+    def describe(self) -> dict[str, object]:
+        """What this service consumes, emits and compensates, as plain data (for the graph)."""
+        return {
+            "service": self.service,
+            "originates": [{"event_type": t, "by": by} for t, by in sorted(self.origins.items())],
+            "consumes": [
+                {"event_type": r.event_type, "emits": list(r.emits), "compensates": r.compensates}
+                for r in sorted(self.registrations.values(), key=lambda r: r.event_type)
+            ],
+        }
 
     def handles(
         self,

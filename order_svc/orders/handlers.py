@@ -10,6 +10,8 @@ from common.registry import EventRegistry
 from order_svc.orders import services
 
 registry = EventRegistry("order")
+registry.originates("OrderPlaced", by="POST /api/orders/")
+registry.originates("OrderCancelled", by="POST /api/orders/{id}/cancel/ or the deadline sweep")
 
 
 def on(event_type: str, **kwargs: object) -> Callable[[Callable[[Envelope], None]], Callable]:
