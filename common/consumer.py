@@ -37,7 +37,7 @@ from common.parking import (
     parked_ingest,
 )
 from common.registry import EventRegistry
-from common.sagas import saga_lock
+from common.sagas import note_retried, saga_lock
 
 log = logging.getLogger("saga.consumer")
 
@@ -59,7 +59,9 @@ class Outcome:
     envelope: Envelope | None = None
 
 
-def process_delivery(body: bytes, *, events: EventRegistry, service: str) -> Outcome:
+def process_delivery(
+    body: bytes, *, events: EventRegistry, service: str, attempt: int = 0, last_error: str = ""
+) -> Outcome:
     """Handle one delivery's body; never raises for a bad message or a failing handler."""
     try:
         envelope = Envelope.from_json(body)
@@ -80,6 +82,13 @@ def process_delivery(body: bytes, *, events: EventRegistry, service: str) -> Out
                 return Outcome(Disposition.DUPLICATE, "already handled", envelope)
             with handling(envelope):
                 registration.handler(envelope)
+                if attempt:
+                    note_retried(
+                        event_type=envelope.event_type,
+                        event_id=envelope.event_id,
+                        attempts=attempt,
+                        last_error=last_error,
+                    )
             faults.point("consumer.before_commit", service=service, event_type=envelope.event_type)
     except Exception as exc:  # noqa: BLE001 - every failure goes to the retry tiers
         return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
@@ -184,7 +193,13 @@ class EventConsumer:
         close_old_connections()
         headers = dict(message.headers or {})
         attempt = _attempt(headers)
-        outcome = process_delivery(raw_body(message), events=self.events, service=self.service)
+        outcome = process_delivery(
+            raw_body(message),
+            events=self.events,
+            service=self.service,
+            attempt=attempt,
+            last_error=str(headers.get(LAST_ERROR_HEADER) or ""),
+        )
         extra = _log_extra(outcome, attempt)
         event_type = extra["event_type"] or "unknown"
         if outcome.disposition is Disposition.HANDLED:

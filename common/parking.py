@@ -68,20 +68,54 @@ def parked_ingest(*, body: bytes, headers: dict[str, Any]) -> ParkedMessage:
         attempts = max(0, int(headers.get(ATTEMPT_HEADER, 0)))
     except (TypeError, ValueError):
         attempts = 0
-    message, _ = ParkedMessage.objects.get_or_create(
-        delivery_key=key,
-        defaults={
-            **_peek(body),
-            "reason": str(headers.get(PARK_REASON_HEADER) or "parked without a reason (dead-lettered)"),
-            "attempts": attempts,
-            "last_error": str(headers.get(LAST_ERROR_HEADER) or ""),
-            "headers": json.loads(
-                json.dumps(original if isinstance(original, dict) else headers, default=str)
-            ),
-            "body": body,
-        },
-    )
+    with transaction.atomic():
+        message, created = ParkedMessage.objects.get_or_create(
+            delivery_key=key,
+            defaults={
+                **_peek(body),
+                "reason": str(headers.get(PARK_REASON_HEADER) or "parked without a reason (dead-lettered)"),
+                "attempts": attempts,
+                "last_error": str(headers.get(LAST_ERROR_HEADER) or ""),
+                "headers": json.loads(
+                    json.dumps(original if isinstance(original, dict) else headers, default=str)
+                ),
+                "body": body,
+            },
+        )
+        if created:
+            _announce(message)
     return message
+
+
+def _announce(message: ParkedMessage) -> None:
+    """Put the parked step on its saga's timeline (MessageParked), if it belongs to one."""
+    from django.conf import settings
+
+    from common.context import handling
+    from common.envelope import Envelope, EnvelopeError
+    from common.outbox import emit
+    from common.sagas import NOTICE_EVENTS
+
+    try:
+        envelope = Envelope.from_json(bytes(message.body))
+    except EnvelopeError:
+        return  # unreadable: no saga to tell
+    if envelope.event_type in NOTICE_EVENTS:
+        return
+    with handling(envelope):
+        emit(
+            event_type="MessageParked",
+            saga_id=envelope.saga_id,
+            payload={
+                "service": settings.SERVICE_NAME,
+                "event_type": envelope.event_type,
+                "event_id": envelope.event_id,
+                "attempts": message.attempts,
+                "reason": message.reason[:2000],
+                "last_error": message.last_error[:2000],
+                "parked_id": message.id,
+            },
+        )
 
 
 def _record(message: ParkedMessage, *, to: str, action: str, operator: str, note: str) -> ParkedMessage:

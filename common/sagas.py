@@ -1,4 +1,5 @@
-"""Saga-level facts every service needs: per-saga serialisation and cancellation tombstones."""
+"""Saga-level facts every service needs: per-saga serialisation, cancellation tombstones,
+and the notices that put retries and parked messages on the saga's timeline."""
 
 from __future__ import annotations
 
@@ -28,3 +29,31 @@ def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
 
 def saga_is_cancelled(saga_id: str) -> bool:
     return CancelledSaga.objects.filter(saga_id=saga_id).exists()
+
+
+# Emitted by the messaging layer of any service, consumed by the Order service's
+# saga view: a step that needed retries, or that was parked, shows on the timeline.
+NOTICE_EVENTS = frozenset({"MessageRetried", "MessageParked"})
+
+
+def note_retried(*, event_type: str, event_id: str, attempts: int, last_error: str) -> None:
+    """Inside the handler's transaction: this event was handled after ``attempts`` retries."""
+    from django.conf import settings
+
+    from common.context import current_event
+    from common.outbox import emit
+
+    cause = current_event()
+    if cause is None or event_type in NOTICE_EVENTS:
+        return
+    emit(
+        event_type="MessageRetried",
+        saga_id=cause.saga_id,
+        payload={
+            "service": settings.SERVICE_NAME,
+            "event_type": event_type,
+            "event_id": event_id,
+            "attempts": attempts,
+            "last_error": last_error[:2000],
+        },
+    )

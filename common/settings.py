@@ -183,6 +183,13 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
             "SERVE_AUTHENTICATION": [],
         },
         SAGA_API_TOKEN=api_token,
+        # Where an operator's browser reaches each service (admin links across services).
+        SAGA_SERVICE_URLS={
+            name: env(
+                f"SAGA_{name.upper()}_URL", f"http://127.0.0.1:{env_int(f'SAGA_{name.upper()}_PORT', port)}"
+            )
+            for name, port in SERVICE_PORTS.items()
+        },
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
         SAGA_BROKER_URL=broker_url(),

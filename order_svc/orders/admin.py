@@ -1,9 +1,20 @@
+"""The operator's home: every order with its saga timeline across the four services."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
-from order_svc.orders.models import Order, OrderLine, SagaEvent
+from order_svc.orders import selectors
+from order_svc.orders.models import Order, OrderLine, StuckOrder
 
-admin.site.site_header = "Order service"
+admin.site.site_header = "Order service — sagas"
+admin.site.index_title = "Orders, their sagas, and what needs a person"
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -22,11 +33,30 @@ class OrderLineInline(ReadOnlyInline):
     fields = ("sku", "quantity", "unit_price")
 
 
-class SagaEventInline(ReadOnlyInline):
-    model = SagaEvent
-    fields = ("occurred_at", "event_type", "service", "event_id", "causation_id")
-    ordering = ("occurred_at", "id")
-    verbose_name_plural = "Timeline"
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+    BANDS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+    def lookups(self, request, model_admin):
+        return [("1m", "last minute"), ("1h", "last hour"), ("1d", "last day"), ("old", "older than a day")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() in self.BANDS:
+            return queryset.filter(created_at__gte=now - self.BANDS[self.value()])
+        if self.value() == "old":
+            return queryset.filter(created_at__lt=now - self.BANDS["1d"])
+        return queryset
+
+
+def _age(order: Order) -> str:
+    seconds = ((order.finished_at or timezone.now()) - order.created_at).total_seconds()
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _service_link(service: str, path: str, text: str) -> SafeString:
+    return format_html('<a href="{}{}">{}</a>', settings.SAGA_SERVICE_URLS[service], path, text)
 
 
 @admin.register(Order)
@@ -34,18 +64,104 @@ class OrderAdmin(admin.ModelAdmin):
     """Saga state is read-only here: orders change only through events and services."""
 
     list_display = ("id", "status", "customer_id", "total", "age", "failure_reason", "created_at")
-    list_filter = ("status", "created_at")
+    list_filter = ("status", AgeFilter)
     search_fields = ("id", "customer_id")
-    inlines = [OrderLineInline, SagaEventInline]
-    readonly_fields = [f.name for f in Order._meta.fields]
+    list_per_page = 50
+    inlines = [OrderLineInline]
+
+    class Media:
+        css = {"all": ["saga/admin.css"]}
+
+    readonly_fields = (
+        "id",
+        "status",
+        "customer_id",
+        "total",
+        "failure_reason",
+        "age",
+        "created_at",
+        "deadline_at",
+        "finished_at",
+        "shipping_address",
+        "compensation_status",
+        "saga_timeline",
+        "related_records",
+    )
+    fieldsets = (
+        (None, {"fields": ("id", "status", "failure_reason", "customer_id", "total", "shipping_address")}),
+        ("Time", {"fields": ("created_at", "deadline_at", "finished_at", "age")}),
+        ("Saga", {"fields": ("compensation_status", "saga_timeline", "related_records")}),
+    )
 
     @admin.display(description="age")
     def age(self, order: Order) -> str:
-        end = order.finished_at or timezone.now()
-        return f"{(end - order.created_at).total_seconds():.1f}s"
+        return _age(order)
+
+    @admin.display(description="compensation")
+    def compensation_status(self, order: Order) -> str:
+        if not order.compensations_expected:
+            return "none needed" if order.status != "COMPENSATING" else "waiting"
+        pending = order.compensations_pending
+        confirmed = [c for c in order.compensations_expected if c not in pending]
+        text = f"confirmed: {', '.join(confirmed) or '—'}"
+        return f"{text}; still waiting for: {', '.join(pending)}" if pending else f"{text} (complete)"
+
+    @admin.display(description="timeline")
+    def saga_timeline(self, order: Order) -> SafeString:
+        rows = format_html_join(
+            "",
+            '<tr class="{}"><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td><code>{}</code></td></tr>",
+            (
+                (
+                    "parked" if step["event_type"] == "MessageParked" else "",
+                    index,
+                    step["event_type"],
+                    step["service"],
+                    step["at"].isoformat(timespec="milliseconds"),
+                    f"+{step['since_previous_ms']:.0f} ms" if step["since_previous_ms"] is not None else "",
+                    step["detail"],
+                    step["event_id"],
+                )
+                for index, step in enumerate(selectors.order_timeline(order=order), start=1)
+            ),
+        )
+        return format_html(
+            '<table class="saga-timeline"><thead><tr><th>#</th><th>event</th><th>service</th><th>at</th>'
+            "<th>since previous</th><th>detail</th><th>event id</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="in the other services")
+    def related_records(self, order: Order) -> SafeString:
+        oid = str(order.id)
+        links = [
+            _service_link("inventory", f"/admin/inventory/reservation/?q={oid}", "reservations"),
+            _service_link("payment", f"/admin/payments/payment/?q={oid}", "payments and refunds"),
+            _service_link("shipping", f"/admin/shipping/shipment/?q={oid}", "shipments"),
+        ] + [
+            _service_link(service, f"/admin/messaging/parkedmessage/?q={oid}", f"parked in {service}")
+            for service in ("order", "inventory", "payment", "shipping")
+        ]
+        return format_html_join(" · ", "{}", ((link,) for link in links))
 
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(StuckOrder)
+class StuckOrderAdmin(OrderAdmin):
+    """Non-terminal orders past their deadline, oldest first."""
+
+    list_display = ("id", "status", "age", "deadline_at", "failure_reason", "customer_id")
+    list_filter = ("status",)
+    ordering = ("created_at",)
+
+    def get_queryset(self, request):
+        return selectors.order_stuck()

@@ -85,3 +85,13 @@ def handle_payment_refunded(event: Envelope) -> None:
 @on("InventoryDeducted")
 def handle_inventory_deducted(event: Envelope) -> None:
     """Timeline only: the reservation left the warehouse."""
+
+
+@on("MessageRetried")
+def handle_message_retried(event: Envelope) -> None:
+    """Timeline only: a step of this saga needed retries (payload: which, how many, why)."""
+
+
+@on("MessageParked")
+def handle_message_parked(event: Envelope) -> None:
+    """Timeline only: a step of this saga was parked; an operator must replay or discard it."""

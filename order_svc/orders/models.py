@@ -133,3 +133,12 @@ class SagaEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} from {self.service}"
+
+
+class StuckOrder(Order):
+    """Orders not terminal after their deadline: the operator's worklist (admin only)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "stuck saga"
+        verbose_name_plural = "stuck sagas"

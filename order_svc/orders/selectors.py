@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from order_svc.orders.models import Order
+from order_svc.orders.models import TERMINAL_STATUSES, Order
 
 
 def order_list(*, status: str | None = None, customer_id: str | None = None) -> QuerySet[Order]:
@@ -16,3 +17,58 @@ def order_list(*, status: str | None = None, customer_id: str | None = None) -> 
 
 def order_get(*, order_id: str) -> Order | None:
     return Order.objects.prefetch_related("lines", "timeline").filter(id=order_id).first()
+
+
+def order_stuck() -> QuerySet[Order]:
+    """Non-terminal orders past their deadline, oldest first (a saga that needs a person)."""
+    return (
+        Order.objects.exclude(status__in=TERMINAL_STATUSES)
+        .filter(deadline_at__lt=timezone.now())
+        .order_by("created_at")
+    )
+
+
+def order_timeline(*, order: Order) -> list[dict[str, object]]:
+    """The saga's steps in order of occurrence, with the time since the previous step."""
+    steps: list[dict[str, object]] = []
+    previous = None
+    for event in order.timeline.order_by("occurred_at", "id"):
+        steps.append(
+            {
+                "event_type": event.event_type,
+                "service": event.service,
+                "at": event.occurred_at,
+                "since_previous_ms": (
+                    (event.occurred_at - previous).total_seconds() * 1000 if previous else None
+                ),
+                "since_start_ms": (event.occurred_at - order.created_at).total_seconds() * 1000,
+                "event_id": str(event.event_id),
+                "detail": _detail(event.event_type, event.payload),
+            }
+        )
+        previous = event.occurred_at
+    return steps
+
+
+def _detail(event_type: str, payload: dict) -> str:
+    """One line a person reads: why it failed, what was retried or parked, what moved."""
+    if event_type == "MessageRetried":
+        return (
+            f"{payload.get('service')} handled {payload.get('event_type')} after "
+            f"{payload.get('attempts')} retr{'y' if payload.get('attempts') == 1 else 'ies'}: "
+            f"{payload.get('last_error', '')}"
+        )
+    if event_type == "MessageParked":
+        return (
+            f"PARKED in {payload.get('service')}: {payload.get('event_type')} "
+            f"(#{payload.get('parked_id')}, {payload.get('reason')}) {payload.get('last_error', '')}"
+        )
+    if "reason" in payload:
+        return str(payload["reason"])
+    if "amount" in payload:
+        return f"amount {payload['amount']}"
+    if "total" in payload:
+        return f"total {payload['total']}"
+    if "lines" in payload:
+        return ", ".join(f"{line['quantity']} × {line['sku']}" for line in payload["lines"]) or "nothing held"
+    return ""

@@ -144,6 +144,23 @@ EVENTS = {
     "PaymentRefunded": lambda o: envelope("PaymentRefunded", o, {"customer_id": "alice", "amount": "7.00"}),
     "InventoryDeducted": lambda o: envelope("InventoryDeducted", o, {"lines": []}),
     "ShipmentCancelled": lambda o: envelope("ShipmentCancelled", o, {"shipment_id": None}),
+    "MessageRetried": lambda o: envelope(
+        "MessageRetried",
+        o,
+        {"service": "payment", "event_type": "InventoryReserved", "event_id": "e", "attempts": 2},
+    ),
+    "MessageParked": lambda o: envelope(
+        "MessageParked",
+        o,
+        {
+            "service": "payment",
+            "event_type": "InventoryReserved",
+            "event_id": "e",
+            "attempts": 3,
+            "reason": "retries exhausted",
+            "parked_id": 1,
+        },
+    ),
 }
 
 
@@ -270,3 +287,51 @@ def test_the_sweep_cancels_only_pending_orders_past_their_deadline() -> None:
     assert Order.objects.get(id=fresh.id).status == OrderStatus.PENDING
     assert Order.objects.get(id=done.id).status == OrderStatus.COMPLETED
     assert services.order_cancel_overdue() == 0
+
+
+@pytest.mark.django_db
+def test_a_step_handled_after_retries_is_announced_on_the_timeline() -> None:
+    from common.consumer import process_delivery
+    from order_svc.orders.handlers import registry
+
+    oid = str(place().id)
+    event = reserved(oid)
+    outcome = process_delivery(
+        event.to_json().encode(),
+        events=registry,
+        service="order",
+        attempt=2,
+        last_error="OperationalError: connection lost",
+    )
+    assert outcome.disposition is Disposition.HANDLED
+    notice = outbox_events(oid)[-1]
+    assert notice["event_type"] == "MessageRetried"
+    assert notice["causation_id"] == event.event_id
+    assert notice["payload"] == {
+        "service": "order",
+        "event_type": "InventoryReserved",
+        "event_id": event.event_id,
+        "attempts": 2,
+        "last_error": "OperationalError: connection lost",
+    }
+
+
+@pytest.mark.django_db
+def test_a_parked_step_is_announced_once_on_the_timeline() -> None:
+    from common.parking import parked_ingest
+
+    oid = str(place().id)
+    event = reserved(oid)
+    headers = {
+        "x-saga-park-reason": "retries exhausted after 4 attempts",
+        "x-saga-attempt": 3,
+        "x-saga-park-id": uuid.uuid4().hex,
+    }
+    parked = parked_ingest(body=event.to_json().encode(), headers=headers)
+    parked_ingest(body=event.to_json().encode(), headers=headers)
+    notices = [e for e in outbox_events(oid) if e["event_type"] == "MessageParked"]
+    assert len(notices) == 1
+    assert notices[0]["payload"]["parked_id"] == parked.id
+    assert notices[0]["payload"]["reason"] == "retries exhausted after 4 attempts"
+    parked_ingest(body=b"not json", headers={"x-saga-park-reason": "malformed"})  # no saga: no notice
+    assert len(OutboxMessage.objects.filter(event_type="MessageParked")) == 1
