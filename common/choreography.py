@@ -14,12 +14,13 @@ Problems (each names the event and the services):
 1. An event is emitted (a handler's ``emits`` or an ``originates``) that no service
    consumes.
 2. A handler consumes an event that no service emits or originates.
-3. A forward step has no compensation path. A *forward step* is an event a handler
-   emits after which the saga can still fail: a *failure* event (one some handler
-   declares ``compensates`` on) is reachable from it through the handlers' ``emits``
-   and comes from another service. Its producer must handle each such failure with
-   ``compensates`` naming it. (Originated events start the saga: their originator
-   follows its outcome rather than undoing a step.)
+3. A forward step has no compensation path. A *failure* is an event some handler
+   declares ``compensates`` on, or one named as a failure (``…Failed``, ``…Declined``,
+   ``…Rejected``: STYLE.md's "failures are events too"). A *forward step* is an event
+   a handler emits after which the saga can still fail: a failure from another
+   service is reachable from it through the handlers' ``emits``. Its producer must
+   handle each such failure with ``compensates`` naming it. (Originated events start
+   the saga: their originator follows its outcome rather than undoing a step.)
 4. The cancellation event (``OrderCancelled``, originated while the saga runs, so it
    can follow any step) is not answered properly: every service that consumes it
    must declare what it ``compensates`` there, and every service that emits an event
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
 CONTRACTS_FILE = ROOT / "contracts" / "events.json"
 CANCELLATION = "OrderCancelled"
+FAILURE_VERBS = ("Failed", "Declined", "Rejected")
 REGISTRY_TIMEOUT_SECONDS = 120
 
 
@@ -260,7 +262,9 @@ def _unproduced(graph: Graph) -> list[str]:
 
 
 def _uncompensated_forward_steps(graph: Graph) -> list[str]:
-    failures = {c.event_type for c in graph.consumers if c.compensates}
+    failures = {c.event_type for c in graph.consumers if c.compensates} | {
+        e for e in graph.event_types if e.endswith(FAILURE_VERBS)
+    }
     found = set()
     for step in graph.consumers:
         for emitted in step.emits:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from common.envelope import Envelope
 from common.outbox import emit
+from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,13 @@ def _locked(order_id: str) -> Order:
     order = Order.objects.select_for_update().filter(id=order_id).first()
     if order is None:
         raise OrderNotFound(f"order {order_id} does not exist")
+    order.status_when_loaded = order.status
     return order
+
+
+def _save(order: Order) -> None:
+    order.save()
+    saga_finished_if_terminal(order, was=order.status_when_loaded)
 
 
 def order_place(
@@ -101,6 +108,7 @@ def order_place(
                     "deadline_at": order.deadline_at.isoformat(),
                 },
             )
+            saga_started()
     except IntegrityError:
         # A concurrent request with the same key won the race: answer like a replay.
         existing = _replay(idempotency_key, fingerprint) if idempotency_key else None
@@ -132,7 +140,7 @@ def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal
     with transaction.atomic():
         order = _locked(order_id)
         order.price(total=total, unit_prices=unit_prices)
-        order.save()
+        _save(order)
 
 
 def _pending_or_late(order_id: str, event: str) -> Order | None:
@@ -160,7 +168,7 @@ def order_reject(*, order_id: str, reason: str) -> None:
         order = _pending_or_late(order_id, "InventoryRejected")
         if order is not None:
             order.mark_rejected(reason=reason)
-            order.save()
+            _save(order)
 
 
 def order_compensate(*, order_id: str, failed_step: str, reason: str) -> None:
@@ -169,7 +177,7 @@ def order_compensate(*, order_id: str, failed_step: str, reason: str) -> None:
         order = _pending_or_late(order_id, failed_step)
         if order is not None:
             order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
-            order.save()
+            _save(order)
 
 
 def order_cancel(*, order_id: str, reason: str) -> Order:
@@ -181,7 +189,7 @@ def order_cancel(*, order_id: str, reason: str) -> Order:
                 f"order {order_id} is {order.status}; only a PENDING order can be cancelled"
             )
         order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER["OrderCancelled"])
-        order.save()
+        _save(order)
         _emit(order, "OrderCancelled", {"reason": reason})
     return order
 
@@ -212,7 +220,7 @@ def order_confirm_compensation(*, order_id: str, event_type: str) -> None:
     with transaction.atomic():
         order = _locked(order_id)
         order.confirm_compensation(event_type)
-        order.save()
+        _save(order)
 
 
 def order_complete(*, order_id: str) -> None:
@@ -220,7 +228,7 @@ def order_complete(*, order_id: str) -> None:
         order = _pending_or_late(order_id, "ShipmentScheduled")
         if order is not None:
             order.mark_completed()
-            order.save()
+            _save(order)
             _emit(order, "OrderCompleted", {})
 
 
