@@ -7,7 +7,9 @@ Mermaid flowchart (the README's saga diagram) or as JSON. ``--check`` prints the
 problems below instead and exits 1 if there is any.
 
 The graph is built and checked by pure functions of the services' descriptions
-(``EventRegistry.describe()``), so they are tested without subprocesses.
+(``EventRegistry.describe()``), so they are tested without subprocesses. The notices
+of the messaging layer (``MessageRetried``, ``MessageParked``: any service emits them,
+the Order service's timeline shows them) are observability, not steps, and are left out.
 
 Problems (each names the event and the services):
 
@@ -43,6 +45,8 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from common.registry import NOTICE_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
@@ -381,7 +385,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"saga graph: {exc}\n")
         return 2
     if args.check:
-        contract_events = json.loads(CONTRACTS_FILE.read_text())["events"]
+        # Notices (MessageRetried, MessageParked) have contracts but are not choreography.
+        contract_events = set(json.loads(CONTRACTS_FILE.read_text())["events"]) - NOTICE_EVENTS
         found = problems(graph, contract_events=contract_events)
         for problem in found:
             sys.stdout.write(f"{problem}\n")

@@ -94,7 +94,7 @@ def _announce(message: ParkedMessage) -> None:
     from common.context import handling
     from common.envelope import Envelope, EnvelopeError
     from common.outbox import emit
-    from common.sagas import NOTICE_EVENTS
+    from common.registry import NOTICE_EVENTS
 
     try:
         envelope = Envelope.from_json(bytes(message.body))

@@ -14,6 +14,11 @@ from common.envelope import Envelope, routing_key_for
 
 Handler = Callable[[Envelope], None]
 
+# Notices the messaging layer of every service emits about a saga (a step that needed
+# retries, a step that was parked) for the Order service's timeline. They are
+# observability, not choreography: no step depends on them, so the graph leaves them out.
+NOTICE_EVENTS = frozenset({"MessageRetried", "MessageParked"})
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -43,7 +48,9 @@ class EventRegistry:
             "consumes": [
                 {"event_type": r.event_type, "emits": list(r.emits), "compensates": r.compensates}
                 for r in sorted(self.registrations.values(), key=lambda r: r.event_type)
+                if r.event_type not in NOTICE_EVENTS
             ],
+            "notices": sorted(t for t in self.registrations if t in NOTICE_EVENTS),
         }
 
     def handles(

@@ -8,6 +8,7 @@ import uuid
 from django.db import connection
 
 from common.messaging.models import CancelledSaga
+from common.registry import NOTICE_EVENTS
 
 
 def saga_lock(saga_id: str) -> None:
@@ -29,11 +30,6 @@ def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
 
 def saga_is_cancelled(saga_id: str) -> bool:
     return CancelledSaga.objects.filter(saga_id=saga_id).exists()
-
-
-# Emitted by the messaging layer of any service, consumed by the Order service's
-# saga view: a step that needed retries, or that was parked, shows on the timeline.
-NOTICE_EVENTS = frozenset({"MessageRetried", "MessageParked"})
 
 
 def note_retried(*, event_type: str, event_id: str, attempts: int, last_error: str) -> None:
