@@ -27,6 +27,7 @@ from common.context import handling
 from common.contracts import validate_envelope
 from common.envelope import Envelope, EnvelopeError, utcnow
 from common.inbox import inbox_claim
+from common.observability import consuming
 from common.parking import (
     ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
@@ -76,9 +77,19 @@ def process_delivery(
             envelope,
         )
     try:
-        with transaction.atomic():
+        with (
+            consuming(
+                service=service,
+                event_type=envelope.event_type,
+                saga_id=envelope.saga_id,
+                event_id=envelope.event_id,
+                trace_headers=envelope.trace,
+            ) as span,
+            transaction.atomic(),
+        ):
             saga_lock(envelope.saga_id)
             if not inbox_claim(envelope):
+                span.set_attribute("saga.duplicate", True)
                 return Outcome(Disposition.DUPLICATE, "already handled", envelope)
             with handling(envelope):
                 registration.handler(envelope)

@@ -41,6 +41,13 @@ def new_traceparent() -> str:
 
 
 def current_trace() -> dict[str, str]:
+    """The trace context an emitted event carries: the active span's, else the handled
+    event's, else one set by ``tracing()``, else a new trace."""
+    from common.observability import inject_current
+
+    active = inject_current()
+    if active:
+        return active
     event = _current_event.get()
     if event is not None and event.trace:
         return dict(event.trace)

@@ -11,6 +11,7 @@ between the two republishes the row later: consumers' inboxes absorb that.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 import time
@@ -23,6 +24,7 @@ from django.utils import timezone
 from common import faults, metrics
 from common.broker import Publisher
 from common.messaging.models import OutboxMessage
+from common.observability import publishing
 from common.outbox import notify_channel
 from common.topology import EVENTS_EXCHANGE, declare_shared
 
@@ -59,13 +61,7 @@ class Relay:
             error: Exception | None = None
             for row in rows:
                 try:
-                    self.publisher.publish(
-                        row.body,
-                        exchange=EVENTS_EXCHANGE,
-                        routing_key=row.routing_key,
-                        message_id=str(row.event_id),
-                        message_type=row.event_type,
-                    )
+                    self._publish(row)
                 except Exception as exc:  # noqa: BLE001 - kept for the next sweep
                     error = exc
                     break
@@ -83,6 +79,22 @@ class Relay:
             self._declared = False
             raise error
         return len(published)
+
+    def _publish(self, row: OutboxMessage) -> None:
+        envelope = json.loads(row.body)
+        with publishing(
+            service=self.service,
+            event_type=row.event_type,
+            saga_id=str(row.saga_id),
+            trace_headers=envelope.get("trace") or {},
+        ):
+            self.publisher.publish(
+                row.body,
+                exchange=EVENTS_EXCHANGE,
+                routing_key=row.routing_key,
+                message_id=str(row.event_id),
+                message_type=row.event_type,
+            )
 
     def _listen(self) -> None:
         db = connection.settings_dict

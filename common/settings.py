@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.observability import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEV_API_TOKEN = "dev-token"  # noqa: S105 - documented development default
@@ -215,20 +217,5 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         CELERY_TASK_SEND_SENT_EVENT=True,
         CELERY_TASK_IGNORE_RESULT=True,
         CELERY_WORKER_HIJACK_ROOT_LOGGER=False,
-        LOGGING={
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "plain": {
-                    "format": "%(asctime)s %(levelname)s [%(name)s] %(message)s",
-                },
-            },
-            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-            "root": {"handlers": ["console"], "level": env("SAGA_LOG_LEVEL", "INFO")},
-            "loggers": {
-                "django.db.backends": {"level": "WARNING"},
-                "amqp": {"level": "WARNING"},
-                "kombu": {"level": "WARNING"},
-            },
-        },
+        LOGGING=logging_config(service, env("SAGA_LOG_LEVEL", "INFO")),
     )

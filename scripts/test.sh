@@ -20,7 +20,17 @@ export SAGA_ORDER_DEADLINE_SECONDS="${SAGA_ORDER_DEADLINE_SECONDS:-15}"
 export SAGA_INVENTORY_WORKERS="${SAGA_INVENTORY_WORKERS:-4}"
 export SAGA_PAYMENT_WORKERS="${SAGA_PAYMENT_WORKERS:-2}"
 
-scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
+# Traces: a span sink (an in-memory OTLP receiver) for the tracing test, and the stack
+# under test exporting to it.
+SINK_PORT="${SAGA_SPAN_SINK_PORT:-4318}"
+scripts/stack.sh deps || exit 1
+mkdir -p var/log
+"$PY" scripts/span_sink.py --port "$SINK_PORT" > var/log/span-sink.log 2>&1 &
+SINK_PID=$!
+trap 'kill "$SINK_PID" 2>/dev/null' EXIT
+export SAGA_SPAN_SINK_URL="http://127.0.0.1:$SINK_PORT"
+OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT="$SAGA_SPAN_SINK_URL" OTEL_BSP_SCHEDULE_DELAY=200 \
+    scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
 scripts/stack.sh rabbitmqctl -q add_vhost saga_test >/dev/null 2>&1 || true
 scripts/stack.sh rabbitmqctl -q set_permissions -p saga_test saga '.*' '.*' '.*' >/dev/null
 rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS"
@@ -45,6 +55,12 @@ for svc in $SERVICES; do
     fi
 done
 if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
+    # The browser tests drive Debian's chromium through Playwright (no Playwright browser download).
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "==> installing chromium (Debian package) for the browser tests"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+            || { echo "could not install chromium; the browser tests need /usr/bin/chromium" >&2; exit 1; }
+    fi
     suite e2e tests/e2e
 fi
 

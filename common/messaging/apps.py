@@ -8,3 +8,10 @@ class MessagingConfig(AppConfig):
     label = "messaging"
     verbose_name = "Messaging (outbox and inbox)"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from common.observability import setup_tracing
+
+        setup_tracing(settings.SERVICE_NAME)

@@ -36,6 +36,9 @@ class Order(models.Model):
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     compensations_expected = models.JSONField(default=list, blank=True)
     compensations_confirmed = models.JSONField(default=list, blank=True)
+    trace_context = models.JSONField(
+        default=dict, blank=True, help_text="W3C trace context of the saga (one order, one trace)."
+    )
     deadline_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

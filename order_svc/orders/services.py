@@ -11,7 +11,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.context import current_trace
 from common.envelope import Envelope
+from common.observability import annotate, continuing
 from common.outbox import emit
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
@@ -93,21 +95,24 @@ def order_place(
                 request_fingerprint=fingerprint,
                 deadline_at=now + timedelta(seconds=settings.SAGA_ORDER_DEADLINE_SECONDS),
                 created_at=now,
+                trace_context=current_trace(),  # the request's trace, or a new one
             )
+            annotate(saga_id=order.id)
             lines = sorted(items, key=lambda item: item["sku"])
             OrderLine.objects.bulk_create(
                 OrderLine(order=order, sku=line["sku"], quantity=line["quantity"]) for line in lines
             )
-            _emit(
-                order,
-                "OrderPlaced",
-                {
-                    "customer_id": customer_id,
-                    "items": [{"sku": line["sku"], "quantity": line["quantity"]} for line in lines],
-                    "shipping_address": shipping_address,
-                    "deadline_at": order.deadline_at.isoformat(),
-                },
-            )
+            with continuing(order.trace_context, "order place", saga_id=str(order.id)):
+                _emit(
+                    order,
+                    "OrderPlaced",
+                    {
+                        "customer_id": customer_id,
+                        "items": [{"sku": line["sku"], "quantity": line["quantity"]} for line in lines],
+                        "shipping_address": shipping_address,
+                        "deadline_at": order.deadline_at.isoformat(),
+                    },
+                )
             saga_started()
     except IntegrityError:
         # A concurrent request with the same key won the race: answer like a replay.
@@ -190,7 +195,9 @@ def order_cancel(*, order_id: str, reason: str) -> Order:
             )
         order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER["OrderCancelled"])
         _save(order)
-        _emit(order, "OrderCancelled", {"reason": reason})
+        # The cancellation continues the order's own trace, whoever asked for it.
+        with continuing(order.trace_context, f"order cancel {order.id}", saga_id=str(order.id)):
+            _emit(order, "OrderCancelled", {"reason": reason})
     return order
 
 

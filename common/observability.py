@@ -1,0 +1,188 @@
+"""Tracing (OpenTelemetry) and structured logs, the same in every process of every service.
+
+One order is one trace: the Django instrumentation starts it at the REST request (or
+continues the caller's ``traceparent``), ``emit`` stores the current span's context in
+the envelope (and so in the outbox row), and the consumer continues it around each
+handler, whose own emits carry it on. Spans carry ``saga_id`` and ``event_type``.
+
+The exporter is chosen by the standard variables: ``OTEL_TRACES_EXPORTER=otlp`` (with
+``OTEL_EXPORTER_OTLP_ENDPOINT``, HTTP/protobuf) or ``console``; unset or ``none`` — the
+default — exports nothing, but trace ids still exist for the logs.
+
+Logs are JSON lines (``SAGA_LOG_FORMAT=plain`` for a terminal); every line written
+while an event is handled carries ``saga_id``, ``event_id``, ``event_type`` and
+``trace_id`` without the caller having to pass them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind
+from pythonjsonlogger.json import JsonFormatter
+
+_configured = False
+
+
+def _exporter() -> SpanExporter | None:
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if choice in ("", "none"):
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    if choice == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise ValueError(f"OTEL_TRACES_EXPORTER={choice!r}: this platform supports otlp, console or none")
+
+
+def setup_tracing(service: str) -> None:
+    """Install the tracer provider and the Django and Celery instrumentation (once per process)."""
+    global _configured  # noqa: PLW0603 - one provider per process
+    if _configured:
+        return
+    _configured = True
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    )
+    exporter = _exporter()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument(excluded_urls="healthz,metrics,static/.*")
+    CeleryInstrumentor().instrument()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("saga")
+
+
+def inject_current() -> dict[str, str]:
+    """The current span's context as W3C headers (``traceparent``), or {} if none."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def consuming(
+    *, service: str, event_type: str, saga_id: str, event_id: str, trace_headers: dict[str, str]
+) -> Iterator[Span]:
+    """A consumer span for one event, continuing the trace the event carries."""
+    with tracer().start_as_current_span(
+        f"{service} handle {event_type}",
+        context=propagate.extract(trace_headers),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "saga_id": saga_id,
+            "event_type": event_type,
+            "event_id": event_id,
+            "saga.service": service,
+            "messaging.system": "rabbitmq",
+            "messaging.operation": "process",
+        },
+    ) as span:
+        yield span
+
+
+@contextmanager
+def publishing(
+    *, service: str, event_type: str, saga_id: str, trace_headers: dict[str, str]
+) -> Iterator[Span]:
+    """The relay's span around publishing one outbox row (shows the outbox delay)."""
+    with tracer().start_as_current_span(
+        f"{service} publish {event_type}",
+        context=propagate.extract(trace_headers),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "saga_id": saga_id,
+            "event_type": event_type,
+            "saga.service": service,
+            "messaging.system": "rabbitmq",
+            "messaging.operation": "publish",
+        },
+    ) as span:
+        yield span
+
+
+@contextmanager
+def continuing(trace_headers: dict[str, str], name: str, **attributes: str) -> Iterator[Span]:
+    """A span in an earlier trace (e.g. the order's own), whatever span is active now."""
+    with tracer().start_as_current_span(
+        name, context=propagate.extract(trace_headers), attributes=attributes
+    ) as span:
+        yield span
+
+
+def annotate(**attributes: Any) -> None:
+    """Add attributes (e.g. ``saga_id`` once the order exists) to the current span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({key: str(value) for key, value in attributes.items()})
+
+
+class EventContextFilter(logging.Filter):
+    """Stamp every record with the service, and the event and trace being handled."""
+
+    def __init__(self, service: str = "") -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from common.context import current_event
+
+        record.service = self.service
+        event = current_event()
+        if event is not None:
+            for name, value in (
+                ("saga_id", event.saga_id),
+                ("event_id", event.event_id),
+                ("event_type", event.event_type),
+            ):
+                if getattr(record, name, None) is None:
+                    setattr(record, name, value)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and getattr(record, "trace_id", None) is None:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+def logging_config(service: str, level: str) -> dict[str, Any]:
+    json_lines = os.environ.get("SAGA_LOG_FORMAT", "json").lower() != "plain"
+    formatter = (
+        {
+            "()": JsonFormatter,
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+        if json_lines
+        else {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"event_context": {"()": EventContextFilter, "service": service}},
+        "formatters": {"main": formatter},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "main", "filters": ["event_context"]}
+        },
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            "amqp": {"level": "WARNING"},
+            "kombu": {"level": "WARNING"},
+        },
+    }
