@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, bootsteps
+from celery.worker.control import inspect_command
 
 log = logging.getLogger("saga.worker")
 
@@ -29,6 +30,21 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         declare_service(channel, topology())
         log.info("consuming %s", topology().events_queue.name)
         return [self._event_consumer.consumer(channel), self._event_consumer.parked_consumer(channel)]
+
+
+@inspect_command()
+def active_queues(state) -> list[dict]:
+    """Celery's task queues plus the event and parking-lot queues our bootstep consumes.
+
+    Replaces Celery's own ``active_queues`` so that Flower (which lists the queues its
+    workers report) shows ``<service>.events`` and ``<service>.parked`` with their lengths.
+    """
+    from common.broker import topology
+
+    task_consumer = state.consumer.task_consumer
+    queues = list(task_consumer.queues) if task_consumer else []
+    queues += [topology().events_queue, topology().parked_queue]
+    return [dict(queue.as_dict(recurse=True)) for queue in queues]
 
 
 def make_celery(service: str) -> Celery:

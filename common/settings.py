@@ -158,6 +158,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         USE_TZ=True,
         TIME_ZONE="UTC",
         LANGUAGE_CODE="en-us",
+        # Four services on one host: distinct cookies, or logging into one admin logs
+        # you out of the others (browsers share cookies across ports).
+        SESSION_COOKIE_NAME=f"{service}_sessionid",
+        CSRF_COOKIE_NAME=f"{service}_csrftoken",
         STATIC_URL="/static/",
         STATIC_ROOT=BASE_DIR / "var" / "static",
         DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024,

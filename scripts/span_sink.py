@@ -36,15 +36,17 @@ def decode(body: bytes) -> list[dict[str, object]]:
         resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                spans.append({
-                    "service": resource.get("service.name"),
-                    "name": span.name,
-                    "trace_id": span.trace_id.hex(),
-                    "span_id": span.span_id.hex(),
-                    "parent_span_id": span.parent_span_id.hex(),
-                    "attributes": {a.key: _value(a.value) for a in span.attributes},
-                    "start_unix_nano": span.start_time_unix_nano,
-                })
+                spans.append(
+                    {
+                        "service": resource.get("service.name"),
+                        "name": span.name,
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex(),
+                        "attributes": {a.key: _value(a.value) for a in span.attributes},
+                        "start_unix_nano": span.start_time_unix_nano,
+                    }
+                )
     return spans
 
 

@@ -178,8 +178,10 @@ up() {
     configure_rabbitmq
     prepare_services
     log "starting the services"
-    ctl start all >/dev/null || true
+    # Flower last: it asks the workers which queues they consume when it starts.
+    ctl start $(ctl status | awk '{print $1}' | grep -v '^flower$' | sed 's/:.*/:*/' | sort -u) >/dev/null || true
     wait_healthy
+    ctl start flower >/dev/null || true
     ctl status
     cat <<EOF
 
@@ -221,8 +223,9 @@ restart() {
     local programs
     programs=$(ctl status | awk '{print $1}' | grep -v '^rabbitmq$' | sed 's/:.*/:*/' | sort -u)
     # shellcheck disable=SC2086
-    ctl restart $programs >/dev/null
+    ctl restart $(echo "$programs" | grep -v '^flower$') >/dev/null
     wait_healthy
+    ctl restart flower >/dev/null
     ctl status
 }
 

@@ -14,6 +14,7 @@ from order_svc.orders import selectors
 from order_svc.orders.models import Order, OrderLine, StuckOrder
 
 admin.site.site_header = "Order service — sagas"
+admin.site.site_title = "Order service"
 admin.site.index_title = "Orders, their sagas, and what needs a person"
 
 
@@ -55,6 +56,15 @@ def _age(order: Order) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
+FAILURES = {"InventoryRejected", "PaymentDeclined", "ShipmentFailed", "OrderCancelled"}
+
+
+def _row_class(event_type: str) -> str:
+    if event_type == "MessageParked":
+        return "parked"
+    return "failure" if event_type in FAILURES else ""
+
+
 def _service_link(service: str, path: str, text: str) -> SafeString:
     return format_html('<a href="{}{}">{}</a>', settings.SAGA_SERVICE_URLS[service], path, text)
 
@@ -88,14 +98,32 @@ class OrderAdmin(admin.ModelAdmin):
         "related_records",
     )
     fieldsets = (
-        (None, {"fields": ("id", "status", "failure_reason", "customer_id", "total", "shipping_address")}),
-        ("Time", {"fields": ("created_at", "deadline_at", "finished_at", "age")}),
+        (None, {"fields": ("id", "status", "failure_reason", "customer_id", "total", "destination")}),
+        ("Time (UTC)", {"fields": ("created", "deadline", "finished", "age")}),
         ("Saga", {"fields": ("compensation_status", "saga_timeline", "related_records")}),
     )
 
     @admin.display(description="age")
     def age(self, order: Order) -> str:
         return _age(order)
+
+    @admin.display(description="created")
+    def created(self, order: Order) -> str:
+        return order.created_at.isoformat(timespec="milliseconds")
+
+    @admin.display(description="deadline")
+    def deadline(self, order: Order) -> str:
+        return order.deadline_at.isoformat(timespec="milliseconds")
+
+    @admin.display(description="finished")
+    def finished(self, order: Order) -> str:
+        return order.finished_at.isoformat(timespec="milliseconds") if order.finished_at else "—"
+
+    @admin.display(description="ship to")
+    def destination(self, order: Order) -> str:
+        address = order.shipping_address or {}
+        parts = [address.get(k) for k in ("name", "line1", "postal_code", "city", "country")]
+        return ", ".join(p for p in parts if p)
 
     @admin.display(description="compensation")
     def compensation_status(self, order: Order) -> str:
@@ -114,11 +142,11 @@ class OrderAdmin(admin.ModelAdmin):
             "<td><code>{}</code></td></tr>",
             (
                 (
-                    "parked" if step["event_type"] == "MessageParked" else "",
+                    _row_class(step["event_type"]),
                     index,
                     step["event_type"],
                     step["service"],
-                    step["at"].isoformat(timespec="milliseconds"),
+                    step["at"].strftime("%H:%M:%S.%f")[:-3],
                     f"+{step['since_previous_ms']:.0f} ms" if step["since_previous_ms"] is not None else "",
                     step["detail"],
                     step["event_id"],
@@ -127,8 +155,9 @@ class OrderAdmin(admin.ModelAdmin):
             ),
         )
         return format_html(
-            '<table class="saga-timeline"><thead><tr><th>#</th><th>event</th><th>service</th><th>at</th>'
-            "<th>since previous</th><th>detail</th><th>event id</th></tr></thead><tbody>{}</tbody></table>",
+            '<table class="saga-timeline"><thead><tr><th>#</th><th>event</th><th>service</th>'
+            "<th>at (UTC)</th><th>since previous</th><th>detail</th><th>event id</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
             rows,
         )
 
@@ -160,7 +189,7 @@ class StuckOrderAdmin(OrderAdmin):
     """Non-terminal orders past their deadline, oldest first."""
 
     list_display = ("id", "status", "age", "deadline_at", "failure_reason", "customer_id")
-    list_filter = ("status",)
+    list_filter = ()
     ordering = ("created_at",)
 
     def get_queryset(self, request):
