@@ -4,7 +4,7 @@ STACK := scripts/stack.sh
 PY := .venv/bin/python
 ARGS ?= status
 
-.PHONY: up down restart demo test ctl lint fmt deps rabbitmqctl test-unit test-integration test-e2e
+.PHONY: up down restart demo chaos test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e
 
 up:            ## install what is missing, start everything, wait for health
 	@$(STACK) up
@@ -21,11 +21,18 @@ demo: up       ## place one order per saga path and print each timeline
 test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ and processes
 	@scripts/test.sh
 
+chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=8 FAULTS=kill,rabbitmq,...
+	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),8) \
+		--faults $(or $(FAULTS),kill,rabbitmq,postgres,duplicate,delay,network) $(ARGS)
+
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
 	@$(STACK) ctl $(ARGS)
 
 rabbitmqctl:   ## rabbitmqctl for our node: make rabbitmqctl ARGS="list_queues -p saga"
 	@$(STACK) rabbitmqctl $(ARGS)
+
+audit:         ## check SPEC §5 across the four databases: make audit ARGS="--json report.json"
+	@$(PY) manage.py audit $(if $(filter file,$(origin ARGS)),,$(ARGS))
 
 deps:
 	@$(STACK) deps

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -203,6 +204,20 @@ class EventConsumer:
         started = time.perf_counter()
         close_old_connections()
         headers = dict(message.headers or {})
+        injected = faults.point(
+            "consumer.receive", service=self.service, event_type=(message.properties or {}).get("type")
+        )
+        if injected == "duplicate":
+            self.publisher.publish(
+                raw_body(message),
+                exchange="",
+                routing_key=self.topology.events_queue.name,
+                headers=headers,
+                message_id=(message.properties or {}).get("message_id"),
+                message_type=(message.properties or {}).get("type"),
+            )
+        elif injected == "delay":
+            time.sleep(random.uniform(0, 0.5))  # noqa: S311 - not cryptographic
         attempt = _attempt(headers)
         outcome = process_delivery(
             raw_body(message),

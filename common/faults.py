@@ -8,9 +8,13 @@ comma-separated list of ``[service/]point[:EventType]=action[@probability]``, e.
     SAGA_FAULTS="inventory/consumer.before_commit=crash@0.2,relay.after_publish=raise"
     SAGA_FAULTS="shipping/consumer.before_commit:PaymentCompleted=raise"
 
-Actions: ``crash`` (the process SIGKILLs itself: no cleanup, no ack) and
-``raise`` (an ``InjectedFault`` exception). Points:
+Actions: ``crash`` (the process SIGKILLs itself: no cleanup, no ack), ``raise`` (an
+``InjectedFault`` exception), and at ``consumer.receive`` only: ``duplicate`` (the
+delivery is published once more to the service's own queue, as an at-least-once
+broker may do) and ``delay`` (handling waits up to 0.5 s: late, reordered arrivals).
+Points:
 
+- ``consumer.receive``: a delivery arrived, before anything is done with it.
 - ``consumer.before_commit``: inside the handler's transaction, after the effect.
 - ``consumer.after_commit``: after the commit, before the broker ack.
 - ``relay.after_publish``: the relay published a batch, before marking it published.
@@ -27,8 +31,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-POINTS = ("consumer.before_commit", "consumer.after_commit", "relay.after_publish")
-ACTIONS = ("crash", "raise")
+POINTS = ("consumer.receive", "consumer.before_commit", "consumer.after_commit", "relay.after_publish")
+ACTIONS = ("crash", "raise", "duplicate", "delay")
+RECEIVE_ONLY = ("duplicate", "delay")
 
 
 class InjectedFault(RuntimeError):
@@ -58,7 +63,9 @@ def parse(spec: str) -> list[Fault]:
         if point not in POINTS:
             raise ValueError(f"fault {item!r}: unknown point {point!r}; known: {', '.join(POINTS)}")
         if action not in ACTIONS:
-            raise ValueError(f"fault {item!r}: unknown action {action!r}; known: crash, raise")
+            raise ValueError(f"fault {item!r}: unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        if action in RECEIVE_ONLY and point != "consumer.receive":
+            raise ValueError(f"fault {item!r}: {action} is only possible at consumer.receive")
         probability = float(prob) if prob else 1.0
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"fault {item!r}: probability must be within 0..1")
@@ -94,8 +101,9 @@ class _Config:
 _config: _Config | None = None
 
 
-def point(name: str, *, service: str, event_type: str | None = None) -> None:
-    """Maybe inject a fault at ``name``; a no-op unless configured."""
+def point(name: str, *, service: str, event_type: str | None = None) -> str | None:
+    """Maybe inject a fault at ``name``: crash or raise here, or return ``duplicate`` or
+    ``delay`` for the caller to act on; None (and nothing happens) unless configured."""
     global _config  # noqa: PLW0603 - one lazily built config per process
     if _config is None:
         _config = _Config()
@@ -107,6 +115,9 @@ def point(name: str, *, service: str, event_type: str | None = None) -> None:
         if random.random() >= fault.probability:  # noqa: S311 - not cryptographic
             continue
         log.warning("fault injection: %s at %s in %s", fault.action, name, service)
+        if fault.action in RECEIVE_ONLY:
+            return fault.action
         if fault.action == "crash":
             os.kill(os.getpid(), signal.SIGKILL)
         raise InjectedFault(f"injected fault at {name} in {service}")
+    return None

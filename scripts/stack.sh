@@ -121,7 +121,7 @@ start_supervisor() {
     "$PY" "$ROOT/scripts/supervisor_conf.py" > "$CONF.new"
     mv "$CONF.new" "$CONF"
     if supervisord_running; then
-        ctl reread >/dev/null
+        "$PY" "$ROOT/scripts/supervise.py" "$VAR/run/supervisor.sock"
         ctl update >/dev/null
     else
         # Metrics files of processes from an earlier run: a fresh start counts from zero.
@@ -150,13 +150,17 @@ configure_rabbitmq() {
 }
 
 prepare_services() {
-    local svc
+    local svc pids=() failed=0
+    log "migrate, admin user and topology of each service"
     for svc in $SERVICES; do
-        log "$svc: migrate, admin user, topology"
-        "$PY" "$ROOT/manage.py" "$svc" migrate --noinput -v 0
-        "$PY" "$ROOT/manage.py" "$svc" ensure_admin >/dev/null
-        "$PY" "$ROOT/manage.py" "$svc" declare_topology >/dev/null
+        "$PY" "$ROOT/manage.py" "$svc" prepare > "$VAR/log/prepare-$svc.log" 2>&1 &
+        pids+=($!)
     done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    if [ "$failed" -ne 0 ]; then
+        tail -n 20 "$VAR"/log/prepare-*.log >&2
+        die "preparing a service failed (see $VAR/log/prepare-*.log)"
+    fi
     "$PY" "$ROOT/manage.py" order collectstatic --noinput -v 0
 }
 

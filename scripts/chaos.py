@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""`make chaos`: run the whole system under load while injecting faults, then audit it.
+
+    scripts/chaos.py --duration 900 --rate 8 --faults kill,rabbitmq,postgres,duplicate,delay,network
+
+1. Starts an unreliable TCP proxy in front of RabbitMQ (``network``) and restarts the
+   stack to go through it (and with the production retry tiers and deadline).
+2. Places orders at ``--rate`` per second that take every saga path (success, out of
+   stock, unknown sku, insufficient funds, unknown customer, unserved country, client
+   cancellation), retrying a failed POST with its Idempotency-Key.
+3. Meanwhile, at random moments, injects each enabled fault kind: SIGKILL of a random
+   worker, relay or web process (supervisor restarts it), RabbitMQ stop_app/start_app,
+   pg_terminate_backend of every service connection, duplicated and delayed deliveries
+   (the fault-injection file), and the proxy dropping connections and adding latency.
+4. Stops the faults, waits for the system to go quiet, runs the consistency audit,
+   prints a report (also written as JSON) and restores the normal stack.
+
+Exit status: 0 when the audit found no violation and no order was left non-terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from tests.support import (  # noqa: E402
+    FAULTS_FILE,
+    Api,
+    clear_faults,
+    ctl,
+    queue_depth,
+    rabbitmqctl,
+    terminate_db_connections,
+)
+
+KINDS = ("kill", "rabbitmq", "postgres", "duplicate", "delay", "network")
+PATHS = {  # path: (weight, expected outcome)
+    "success": (40, "COMPLETED"),
+    "out_of_stock": (8, "REJECTED"),
+    "unknown_sku": (8, "REJECTED"),
+    "insufficient_funds": (10, "CANCELLED"),
+    "unknown_customer": (8, "CANCELLED"),
+    "unserved_country": (10, "CANCELLED"),
+    "client_cancel": (16, "CANCELLED or COMPLETED"),
+}
+SERVICES = ("order", "payment", "inventory", "shipping")
+TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
+
+
+def say(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def stack_up(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "stack.sh"), "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+class World:
+    """The products and customers of one chaos run, one per saga path."""
+
+    def __init__(self, api: Api, run: str) -> None:
+        self.run = run
+        self.plenty = [
+            api.product(sku=f"chaos-{run}-{i}", price="2.00", available=1_000_000) for i in range(4)
+        ]
+        self.scarce = api.product(sku=f"chaos-{run}-scarce", price="2.00", available=50)
+        self.rich = [
+            api.account(customer_id=f"chaos-{run}-rich-{i}", balance="100000000.00") for i in range(6)
+        ]
+        self.poor = [api.account(customer_id=f"chaos-{run}-poor-{i}", balance="0.10") for i in range(3)]
+        self.ghosts = [f"chaos-{run}-ghost-{i}" for i in range(3)]
+
+    @property
+    def customers(self) -> list[str]:
+        return self.rich + self.poor + self.ghosts
+
+    def order_for(self, path: str, rng: random.Random) -> tuple[dict[str, Any], bool]:
+        """The POST body for an order taking ``path``, and whether to cancel it afterwards."""
+        items = [
+            {"sku": sku, "quantity": rng.randint(1, 3)} for sku in rng.sample(self.plenty, rng.randint(1, 3))
+        ]
+        customer, country = rng.choice(self.rich), "FR"
+        if path == "out_of_stock":
+            items = [{"sku": self.scarce, "quantity": 10_000}]
+        elif path == "unknown_sku":
+            items.append({"sku": f"chaos-{self.run}-nosuch", "quantity": 1})
+        elif path == "insufficient_funds":
+            customer = rng.choice(self.poor)
+        elif path == "unknown_customer":
+            customer = rng.choice(self.ghosts)
+        elif path == "unserved_country":
+            country = "AQ"
+        body = {"customer_id": customer, "items": items, "shipping_address": {"country": country}}
+        return body, path == "client_cancel"
+
+
+class Load:
+    """Places orders at a steady rate from a pool of threads; never loses an order it placed."""
+
+    def __init__(self, world: World, rate: float, seed: int) -> None:
+        self.world, self.rate, self.rng = world, rate, random.Random(seed)
+        self.placed: dict[str, str] = {}  # order id → path
+        self.failures = Counter()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=24)
+
+    def one(self, path: str, body: dict[str, Any], cancel: bool) -> None:
+        api, key = Api(), uuid.uuid4().hex
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                response = api.post(
+                    "order", "/api/orders/", json=body, headers={"Idempotency-Key": key}, timeout=10
+                )
+            except requests.RequestException:
+                response = None
+            if response is not None and response.status_code in (200, 201):
+                order_id = response.json()["id"]
+                with self.lock:
+                    self.placed[order_id] = path
+                if cancel:
+                    time.sleep(random.uniform(0, 0.3))  # noqa: S311 - race the saga
+                    self._cancel(api, order_id)
+                return
+            with self.lock:
+                self.failures["post_retried"] += 1
+            time.sleep(0.5)
+        with self.lock:
+            self.failures["post_gave_up"] += 1
+
+    def _cancel(self, api: Api, order_id: str) -> None:
+        for _ in range(20):
+            try:
+                if api.post("order", f"/api/orders/{order_id}/cancel/", timeout=10).status_code in (202, 409):
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+
+    def run(self) -> None:
+        names, weights = zip(*((p, w) for p, (w, _) in PATHS.items()), strict=True)
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            path = self.rng.choices(names, weights)[0]
+            body, cancel = self.world.order_for(path, self.rng)
+            self.pool.submit(self.one, path, body, cancel)
+            next_at += interval
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.pool.shutdown(wait=True)
+
+
+class Faults:
+    """Injects each enabled fault kind at random moments (every kind early on, then at random)."""
+
+    def __init__(self, kinds: list[str], seed: int, proxy: subprocess.Popen | None) -> None:
+        self.kinds, self.rng, self.proxy = kinds, random.Random(seed + 1), proxy
+        self.injected = Counter()
+        self.log: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self.file_faults: dict[str, float] = {}  # spec → until (monotonic)
+
+    def _programs(self, role: str) -> list[str]:
+        names = [line.split()[0] for line in ctl("status", check=False).stdout.splitlines() if line.strip()]
+        return [
+            n for n in names if f"-{role}" in n and not n.startswith(("flower", "rabbitmq", "order-beat"))
+        ]
+
+    def _file(self) -> None:
+        now = time.monotonic()
+        self.file_faults = {spec: until for spec, until in self.file_faults.items() if until > now}
+        if self.file_faults:
+            tmp = FAULTS_FILE.with_suffix(".tmp")
+            tmp.write_text(",".join(self.file_faults))
+            tmp.replace(FAULTS_FILE)
+        else:
+            clear_faults()
+
+    def inject(self, kind: str) -> str:
+        if kind == "kill":
+            role = self.rng.choice(["worker", "relay", "web"])
+            target = self.rng.choice(self._programs(role))
+            ctl("signal", "KILL", target, check=False)
+            return f"SIGKILL {target}"
+        if kind == "rabbitmq":
+            down = self.rng.uniform(1, 4)
+            rabbitmqctl("stop_app")
+            self.stop.wait(down)
+            rabbitmqctl("start_app")
+            return f"RabbitMQ stopped for {down:.1f}s"
+        if kind == "postgres":
+            return f"terminated {terminate_db_connections()} PostgreSQL connections"
+        if kind in ("duplicate", "delay"):
+            spec = f"consumer.receive={kind}@0.3"
+            self.file_faults[spec] = time.monotonic() + 8
+            self._file()
+            return f"{kind} 30% of deliveries for 8s"
+        if kind == "network" and self.proxy is not None:
+            self.proxy.send_signal(signal.SIGUSR2)
+            return "proxy unruly (drops and latency)"
+        return "nothing"
+
+    def run(self) -> None:
+        first = list(self.kinds)
+        self.rng.shuffle(first)
+        while not self.stop.is_set():
+            self.stop.wait(self.rng.uniform(2, 6))
+            self._file()
+            if self.stop.is_set():
+                break
+            kind = first.pop(0) if first else self.rng.choice(self.kinds)
+            try:
+                what = self.inject(kind)
+            except Exception as exc:  # noqa: BLE001 - a failed injection is reported, not fatal
+                what = f"injection failed: {exc}"
+            self.injected[kind] += 1
+            self.log.append({"at": time.strftime("%H:%M:%S"), "kind": kind, "what": what})
+            say(f"fault: {what}")
+
+    def calm(self) -> None:
+        self.stop.set()
+        clear_faults()
+        if self.proxy is not None:
+            self.proxy.send_signal(signal.SIGUSR1)
+        rabbitmqctl("start_app")
+        ctl("start", "all", check=False)
+
+
+def counters(api: Api, name: str, **labels: str) -> float:
+    found = 0.0
+    for service in SERVICES:
+        try:
+            text = api.get(service, "/metrics", timeout=10).text
+        except requests.RequestException:
+            continue
+        for line in text.splitlines():
+            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                found += float(line.rpartition(" ")[2])
+    return found
+
+
+def non_terminal(api: Api, world: World) -> int:
+    count = 0
+    for customer in world.customers:
+        for status in ("PENDING", "COMPENSATING"):
+            response = api.get("order", f"/api/orders/?customer_id={customer}&status={status}", timeout=10)
+            count += response.json()["count"]
+    return count
+
+
+def quiesce(api: Api, world: World, timeout: float) -> float:
+    """Wait for every order of the run to be terminal and every queue and outbox empty."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            busy = non_terminal(api, world)
+            busy += sum(queue_depth(f"{s}.events") for s in SERVICES)
+            busy += counters(api, "saga_outbox_backlog")
+        except Exception:  # noqa: BLE001 - a service may still be restarting
+            busy = 1
+        if busy == 0:
+            return time.monotonic() - started
+        time.sleep(1)
+    return -1.0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Run the system under load and faults, then audit it.")
+    parser.add_argument("--duration", type=float, default=120, help="seconds of load and faults")
+    parser.add_argument("--rate", type=float, default=8, help="orders placed per second")
+    parser.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--quiet-timeout", type=float, default=300, help="max seconds to wait for quiet")
+    parser.add_argument("--report", default=str(ROOT / "var" / "chaos" / "report.json"))
+    parser.add_argument("--proxy-port", type=int, default=5673)
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown fault kind(s): {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
+    report_path = Path(args.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    run = uuid.uuid4().hex[:6]
+    base_env = dict(os.environ)
+    chaos_env = {
+        **base_env,
+        "SAGA_RETRY_DELAYS": base_env.get("SAGA_CHAOS_RETRY_DELAYS", "1,5,30"),
+        "SAGA_ORDER_DEADLINE_SECONDS": base_env.get("SAGA_CHAOS_DEADLINE_SECONDS", "30"),
+    }
+    proxy = None
+    if "network" in kinds:
+        amqp = int(base_env.get("SAGA_AMQP_PORT", "5672"))
+        proxy = subprocess.Popen(  # noqa: S603 - our own script
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "flaky_proxy.py"),
+                "--listen",
+                str(args.proxy_port),
+                "--target",
+                str(amqp),
+                "--drop-per-minute",
+                "3",
+                "--latency-ms",
+                "30",
+                "--stats",
+                str(report_path.parent / "proxy-stats.json"),
+                "--start-calm",
+            ],
+        )
+        chaos_env["SAGA_BROKER_URL"] = f"amqp://saga:saga@127.0.0.1:{args.proxy_port}/saga"
+    say(f"run {run}: {args.duration:.0f}s at {args.rate}/s, faults {', '.join(kinds)}, seed {args.seed}")
+    say("restarting the stack for the run" + (" (broker through the flaky proxy)" if proxy else ""))
+    stack_up(chaos_env)
+    api = Api()
+    world = World(api, run)
+    duplicates_before = counters(api, "saga_deliveries_total", outcome="duplicate")
+    load = Load(world, args.rate, args.seed)
+    faults = Faults(kinds, args.seed, proxy)
+    threads = [
+        threading.Thread(target=load.run, daemon=True),
+        threading.Thread(target=faults.run, daemon=True),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    while time.monotonic() - started < args.duration:
+        time.sleep(min(10, args.duration - (time.monotonic() - started)))
+        say(
+            f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
+            f"{sum(faults.injected.values())} faults injected"
+        )
+    say("stopping the faults and the load")
+    faults.calm()
+    load.finish()
+    for thread in threads:
+        thread.join(timeout=30)
+    say("waiting for the system to go quiet")
+    quiet_seconds = quiesce(api, world, args.quiet_timeout)
+    say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
+    audit_file = report_path.parent / "audit.json"
+    audit_run = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "audit", "--json", str(audit_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=chaos_env,
+        timeout=1800,
+    )
+    audit = json.loads(audit_file.read_text()) if audit_file.exists() else {}
+    duplicates = counters(api, "saga_deliveries_total", outcome="duplicate") - duplicates_before
+    outcomes: dict[str, Counter] = {path: Counter() for path in PATHS}
+    unfinished = 0
+    for order_id, path in load.placed.items():
+        status = api.order(order_id)["status"]
+        outcomes[path][status] += 1
+        unfinished += status not in TERMINAL
+    unroutable = queue_depth("saga.unroutable")
+    violations = audit.get("violations", [])
+    proxy_stats = {}
+    if proxy is not None:
+        stats_file = report_path.parent / "proxy-stats.json"
+        proxy_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    report = {
+        "run": run,
+        "seed": args.seed,
+        "duration_seconds": args.duration,
+        "rate": args.rate,
+        "orders_placed": len(load.placed),
+        "post_failures": dict(load.failures),
+        "orders_by_path": {p: sum(c.values()) for p, c in outcomes.items()},
+        "outcomes_by_path": {p: dict(c) for p, c in outcomes.items()},
+        "expected_by_path": {p: expected for p, (_, expected) in PATHS.items()},
+        "faults_injected": dict(faults.injected),
+        "fault_log": faults.log,
+        "proxy": proxy_stats,
+        "seconds_to_quiet": round(quiet_seconds, 1),
+        "audit_exit_code": audit_run.returncode,
+        "violations": len(violations),
+        "violation_samples": violations[:20],
+        "lost_events": {"orders_not_terminal": unfinished, "unroutable_messages": unroutable},
+        "duplicates_absorbed": duplicates,
+    }
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    say("restoring the normal stack")
+    stack_up(base_env)
+    if proxy is not None:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    print_report(report, audit_run.stdout)
+    print(f"report: {report_path}")
+    ok = audit_run.returncode == 0 and unfinished == 0 and quiet_seconds >= 0 and not unroutable
+    return 0 if ok else 1
+
+
+def print_report(report: dict[str, Any], audit_text: str) -> None:
+    print("\n=== chaos report ===")
+    print(
+        f"orders placed: {report['orders_placed']} over {report['duration_seconds']:.0f}s "
+        f"(POST retries: {report['post_failures'].get('post_retried', 0)}, "
+        f"given up: {report['post_failures'].get('post_gave_up', 0)})"
+    )
+    print(f"{'path':<20} {'placed':>7}  outcomes (expected)")
+    for path, placed in report["orders_by_path"].items():
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes_by_path"][path].items()))
+        print(f"{path:<20} {placed:>7}  {outcomes}  ({report['expected_by_path'][path]})")
+    print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(report["faults_injected"].items())))
+    if report["proxy"]:
+        print(
+            f"network proxy: {report['proxy'].get('connections')} connections, "
+            f"{report['proxy'].get('drops')} cut"
+        )
+    print(f"time to quiescence: {report['seconds_to_quiet']}s")
+    print(f"violations: {report['violations']}")
+    print(f"lost events: {report['lost_events']}")
+    print(f"duplicates absorbed by the inboxes: {report['duplicates_absorbed']:.0f}")
+    print("\n--- audit ---\n" + audit_text.strip())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
