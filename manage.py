@@ -11,7 +11,7 @@ import sys
 
 SERVICES = ("order", "payment", "inventory", "shipping")
 # Commands that span the four services rather than run inside one.
-PLATFORM_COMMANDS = {"saga": "common.choreography"}
+PLATFORM_COMMANDS = {"saga": "common.choreography", "audit": "common.audit"}
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
             f"  <service> is one of: {', '.join(SERVICES)} (got {given})\n"
             f"  e.g. ./manage.py order migrate, ./manage.py inventory shell\n"
             f"   or: ./manage.py saga graph  (the choreography of all four services)\n"
+            f"   or: ./manage.py audit       (check SPEC §5 across all four databases)\n"
         )
         sys.exit(2)
     service = sys.argv[1]

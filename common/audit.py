@@ -969,19 +969,24 @@ class PostgresSources:
         return dict(self.dbs["order"].rows("SELECT status, count(*) FROM orders_order GROUP BY status"))
 
     def order_batches(self, size: int) -> Iterator[list[OrderRow]]:
+        # ORDER BY o.id, the uuid: a bare "id" would be the text output column, which the
+        # primary key index cannot serve (a sort of the whole table per batch).
+        # The compensations (JSON) matter only while COMPENSATING: not decoded for the others.
         columns = (
-            "SELECT id::text, customer_id, status, total, deadline_at, finished_at, "
-            "compensations_expected, compensations_confirmed FROM orders_order"
+            "SELECT o.id::text, o.customer_id, o.status, o.total, o.deadline_at, o.finished_at, "
+            "CASE WHEN o.status = 'COMPENSATING' THEN o.compensations_expected END, "
+            "CASE WHEN o.status = 'COMPENSATING' THEN o.compensations_confirmed END "
+            "FROM orders_order o"
         )
 
         def fetch(after: str | None, limit: int) -> list[OrderRow]:
             if after is None:
-                rows = self.dbs["order"].rows(f"{columns} ORDER BY id LIMIT %s", [limit])
+                rows = self.dbs["order"].rows(f"{columns} ORDER BY o.id LIMIT %s", [limit])
             else:
                 rows = self.dbs["order"].rows(
-                    f"{columns} WHERE id > %s::uuid ORDER BY id LIMIT %s", [after, limit]
+                    f"{columns} WHERE o.id > %s::uuid ORDER BY o.id LIMIT %s", [after, limit]
                 )
-            return [OrderRow(*row) for row in rows]
+            return [OrderRow(*row[:6], row[6] or [], row[7] or []) for row in rows]
 
         return keyset_batches(fetch, size=size, key=lambda order: order.id)
 
@@ -1097,11 +1102,11 @@ class PostgresSources:
             def fetch(
                 after: str | None, limit: int, db: Database = db, table: str = table
             ) -> list[tuple[str]]:
-                where = "" if after is None else "WHERE order_id > %s::uuid"
+                where = "" if after is None else "WHERE t.order_id > %s::uuid"
                 params = [limit] if after is None else [after, limit]
                 return db.rows(
-                    f"SELECT order_id::text FROM {table} {where} "
-                    "GROUP BY order_id ORDER BY order_id LIMIT %s",
+                    f"SELECT t.order_id::text FROM {table} t {where} "
+                    "GROUP BY t.order_id ORDER BY t.order_id LIMIT %s",
                     params,
                 )
 
@@ -1197,11 +1202,9 @@ def main(argv: list[str]) -> int:
     if min(args.grace, args.settle, args.outbox_older_than, args.max_print) < 0 or args.batch_size < 1:
         parser.error("--grace, --settle, --outbox-older-than and --max-print must be >= 0")
     try:
-        sources = PostgresSources()
-    except DatabaseUnavailable as exc:
-        sys.stderr.write(f"audit: {exc}\n")
-        return 2
-    sink = JsonSink(args.json) if args.json else None
+        sink = JsonSink(args.json) if args.json else None
+    except OSError as exc:
+        parser.error(f"cannot write --json {args.json}: {exc.strerror}")
     report = Report(
         max_print=args.max_print,
         grace_seconds=args.grace,
@@ -1210,22 +1213,28 @@ def main(argv: list[str]) -> int:
         sink=sink,
     )
     try:
-        audit(
-            sources,
-            report,
-            grace=timedelta(seconds=args.grace),
-            settle=timedelta(seconds=args.settle),
-            outbox_older_than=args.outbox_older_than,
-            batch_size=args.batch_size,
-            progress=_progress,
-        )
+        sources = PostgresSources()
+        try:
+            audit(
+                sources,
+                report,
+                grace=timedelta(seconds=args.grace),
+                settle=timedelta(seconds=args.settle),
+                outbox_older_than=args.outbox_older_than,
+                batch_size=args.batch_size,
+                progress=_progress,
+            )
+        finally:
+            sources.close()
     except DatabaseUnavailable as exc:
         if sink is not None:
             sink.abandon()
         sys.stderr.write(f"audit: {exc}\n")
         return 2
-    finally:
-        sources.close()
+    except BaseException:
+        if sink is not None:
+            sink.abandon()
+        raise
     if sink is not None:
         sink.close(report.summary())
     sys.stdout.write(report.render())

@@ -24,8 +24,11 @@ def main(socket_path: str) -> int:
         server.supervisor.stopProcessGroup(group, False)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        running = [p for p in server.supervisor.getAllProcessInfo()
-                   if p["group"] in groups and p["statename"] in ("RUNNING", "STARTING", "STOPPING")]
+        running = [
+            p
+            for p in server.supervisor.getAllProcessInfo()
+            if p["group"] in groups and p["statename"] in ("RUNNING", "STARTING", "STOPPING")
+        ]
         if not running:
             break
         time.sleep(0.2)

@@ -175,6 +175,18 @@ def test_garbage_on_a_service_queue_is_parked_and_the_worker_keeps_working(api: 
     )
     assert all(m["reason"].startswith("malformed event") for m in found), found
     assert all(m["status"] == "PARKED" for m in found)
+    # An operator discards what can never be handled; the record stays, with who and why.
+    manage(
+        "inventory",
+        "parked",
+        "discard",
+        *[str(m["id"]) for m in found],
+        "--operator",
+        "e2e-test",
+        "--note",
+        "garbage published by the test",
+    )
+    assert {m["status"] for m in all_parked_every("inventory") if marker in m["body"]} == {"DISCARDED"}
     sku = api.product(available=1)
     order = api.place(api.account(), [(sku, 1)])
     assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
@@ -182,3 +194,7 @@ def test_garbage_on_a_service_queue_is_parked_and_the_worker_keeps_working(api: 
 
 def all_parked(service: str) -> list[dict]:
     return json.loads(manage(service, "parked", "list", "--json"))
+
+
+def all_parked_every(service: str) -> list[dict]:
+    return json.loads(manage(service, "parked", "list", "--all", "--json"))
