@@ -3,7 +3,7 @@
 # every suite against real PostgreSQL, RabbitMQ and worker processes.
 #   scripts/test.sh                 everything
 #   scripts/test.sh order           one service's tests (tests/order, with its settings)
-#   scripts/test.sh unit|e2e        one layer
+#   scripts/test.sh unit|e2e|chaos  one layer
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -62,6 +62,10 @@ if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
             || { echo "could not install chromium; the browser tests need /usr/bin/chromium" >&2; exit 1; }
     fi
     suite e2e tests/e2e
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = chaos ]; then
+    # Last: it restarts the stack through a flaky proxy, then restores it.
+    suite chaos tests/chaos -s
 fi
 
 "$PY" scripts/junit_summary.py "$ARTIFACTS"/junit-*.xml || status=1
