@@ -21,8 +21,8 @@ demo: up       ## place one order per saga path and print each timeline
 test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ and processes
 	@scripts/test.sh
 
-chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=8 FAULTS=kill,rabbitmq,...
-	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),8) \
+chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 FAULTS=kill,rabbitmq,...
+	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
 		--faults $(or $(FAULTS),kill,rabbitmq,postgres,duplicate,delay,network) $(ARGS)
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"

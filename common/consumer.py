@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -217,7 +216,16 @@ class EventConsumer:
                 message_type=(message.properties or {}).get("type"),
             )
         elif injected == "delay":
-            time.sleep(random.uniform(0, 0.5))  # noqa: S311 - not cryptographic
+            # Arrive late (and out of order) without blocking this worker: park the delivery
+            # in the first retry tier, attempt count unchanged.
+            self._forward(
+                message,
+                headers,
+                exchange=self.topology.retry_exchange,
+                routing_key=self.topology.tiers[0],
+                extra_headers={},
+            )
+            return
         attempt = _attempt(headers)
         outcome = process_delivery(
             raw_body(message),

@@ -11,7 +11,8 @@ comma-separated list of ``[service/]point[:EventType]=action[@probability]``, e.
 Actions: ``crash`` (the process SIGKILLs itself: no cleanup, no ack), ``raise`` (an
 ``InjectedFault`` exception), and at ``consumer.receive`` only: ``duplicate`` (the
 delivery is published once more to the service's own queue, as an at-least-once
-broker may do) and ``delay`` (handling waits up to 0.5 s: late, reordered arrivals).
+broker may do) and ``delay`` (the delivery goes round the first retry tier, attempts
+unchanged: it arrives late, after the ones behind it).
 Points:
 
 - ``consumer.receive``: a delivery arrived, before anything is done with it.

@@ -159,7 +159,7 @@ class Relay:
                 close_old_connections()
                 connection.close()
                 time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 2.0)  # the broker or DB is back within seconds
                 continue
             self._wait(self.sweep_seconds)
         self._close_listener()

@@ -221,5 +221,6 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         CELERY_TASK_SEND_SENT_EVENT=True,
         CELERY_TASK_IGNORE_RESULT=True,
         CELERY_WORKER_HIJACK_ROOT_LOGGER=False,
+        CELERY_WORKER_CONSUMER="common.celery:SagaConsumer",
         LOGGING=logging_config(service, env("SAGA_LOG_LEVEL", "INFO")),
     )

@@ -297,7 +297,7 @@ def quiesce(api: Api, world: World, timeout: float) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Run the system under load and faults, then audit it.")
     parser.add_argument("--duration", type=float, default=120, help="seconds of load and faults")
-    parser.add_argument("--rate", type=float, default=8, help="orders placed per second")
+    parser.add_argument("--rate", type=float, default=4, help="orders placed per second")
     parser.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--quiet-timeout", type=float, default=300, help="max seconds to wait for quiet")
@@ -380,10 +380,12 @@ def main(argv: list[str]) -> int:
     duplicates = counters(api, "saga_deliveries_total", outcome="duplicate") - duplicates_before
     outcomes: dict[str, Counter] = {path: Counter() for path in PATHS}
     unfinished = 0
+    deadline_cancelled = 0
     for order_id, path in load.placed.items():
-        status = api.order(order_id)["status"]
-        outcomes[path][status] += 1
-        unfinished += status not in TERMINAL
+        order = api.order(order_id)
+        outcomes[path][order["status"]] += 1
+        unfinished += order["status"] not in TERMINAL
+        deadline_cancelled += "deadline passed" in order["failure_reason"]
     unroutable = queue_depth("saga.unroutable")
     violations = audit.get("violations", [])
     proxy_stats = {}
@@ -403,6 +405,7 @@ def main(argv: list[str]) -> int:
         "faults_injected": dict(faults.injected),
         "fault_log": faults.log,
         "proxy": proxy_stats,
+        "cancelled_by_deadline": deadline_cancelled,
         "seconds_to_quiet": round(quiet_seconds, 1),
         "audit_exit_code": audit_run.returncode,
         "violations": len(violations),
@@ -439,6 +442,10 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
             f"network proxy: {report['proxy'].get('connections')} connections, "
             f"{report['proxy'].get('drops')} cut"
         )
+    print(
+        f"cancelled by their deadline (a saga slowed down by the faults, then undone): "
+        f"{report['cancelled_by_deadline']}"
+    )
     print(f"time to quiescence: {report['seconds_to_quiet']}s")
     print(f"violations: {report['violations']}")
     print(f"lost events: {report['lost_events']}")
