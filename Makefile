@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 STACK := scripts/stack.sh
 PY := .venv/bin/python
-ARGS ?= status
 
 .PHONY: up down restart demo chaos test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e
 
@@ -26,13 +25,13 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 		--faults $(or $(FAULTS),kill,rabbitmq,postgres,duplicate,delay,network) $(ARGS)
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
-	@$(STACK) ctl $(ARGS)
+	@$(STACK) ctl $(or $(ARGS),status)
 
 rabbitmqctl:   ## rabbitmqctl for our node: make rabbitmqctl ARGS="list_queues -p saga"
 	@$(STACK) rabbitmqctl $(ARGS)
 
 audit:         ## check SPEC §5 across the four databases: make audit ARGS="--json report.json"
-	@$(PY) manage.py audit $(if $(filter file,$(origin ARGS)),,$(ARGS))
+	@$(PY) manage.py audit $(ARGS)
 
 deps:
 	@$(STACK) deps
