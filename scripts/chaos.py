@@ -247,12 +247,19 @@ class Faults:
             self.log.append({"at": time.strftime("%H:%M:%S"), "kind": kind, "what": what})
             say(f"fault: {what}")
 
-    def calm(self) -> None:
+    def calm(self, thread: threading.Thread) -> None:
+        """Stop injecting (letting an injection in progress finish), then undo what lasts."""
         self.stop.set()
+        thread.join(timeout=60)  # e.g. a RabbitMQ stop in progress restarts it itself
         clear_faults()
         if self.proxy is not None:
             self.proxy.send_signal(signal.SIGUSR1)
-        rabbitmqctl("start_app")
+        for _ in range(10):
+            try:
+                rabbitmqctl("start_app")  # a no-op when it is running
+                break
+            except AssertionError:
+                time.sleep(2)
         ctl("start", "all", check=False)
 
 
@@ -294,50 +301,14 @@ def quiesce(api: Api, world: World, timeout: float) -> float:
     return -1.0
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="Run the system under load and faults, then audit it.")
-    parser.add_argument("--duration", type=float, default=120, help="seconds of load and faults")
-    parser.add_argument("--rate", type=float, default=4, help="orders placed per second")
-    parser.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}")
-    parser.add_argument("--seed", type=int, default=int(time.time()))
-    parser.add_argument("--quiet-timeout", type=float, default=300, help="max seconds to wait for quiet")
-    parser.add_argument("--report", default=str(ROOT / "var" / "chaos" / "report.json"))
-    parser.add_argument("--proxy-port", type=int, default=5673)
-    args = parser.parse_args(argv)
-    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
-    unknown = set(kinds) - set(KINDS)
-    if unknown:
-        parser.error(f"unknown fault kind(s): {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
-    report_path = Path(args.report)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    run = uuid.uuid4().hex[:6]
-    base_env = dict(os.environ)
-    chaos_env = {
-        **base_env,
-        "SAGA_RETRY_DELAYS": base_env.get("SAGA_CHAOS_RETRY_DELAYS", "1,5,30"),
-        "SAGA_ORDER_DEADLINE_SECONDS": base_env.get("SAGA_CHAOS_DEADLINE_SECONDS", "30"),
-    }
-    proxy = None
-    if "network" in kinds:
-        amqp = int(base_env.get("SAGA_AMQP_PORT", "5672"))
-        proxy = subprocess.Popen(  # noqa: S603 - our own script
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "flaky_proxy.py"),
-                "--listen",
-                str(args.proxy_port),
-                "--target",
-                str(amqp),
-                "--drop-per-minute",
-                "3",
-                "--latency-ms",
-                "30",
-                "--stats",
-                str(report_path.parent / "proxy-stats.json"),
-                "--start-calm",
-            ],
-        )
-        chaos_env["SAGA_BROKER_URL"] = f"amqp://saga:saga@127.0.0.1:{args.proxy_port}/saga"
+def run_chaos(
+    args: argparse.Namespace,
+    kinds: list[str],
+    run: str,
+    chaos_env: dict[str, str],
+    proxy: subprocess.Popen | None,
+    report_path: Path,
+) -> tuple[dict[str, Any], str]:
     say(f"run {run}: {args.duration:.0f}s at {args.rate}/s, faults {', '.join(kinds)}, seed {args.seed}")
     say("restarting the stack for the run" + (" (broker through the flaky proxy)" if proxy else ""))
     stack_up(chaos_env)
@@ -360,10 +331,9 @@ def main(argv: list[str]) -> int:
             f"{sum(faults.injected.values())} faults injected"
         )
     say("stopping the faults and the load")
-    faults.calm()
+    faults.calm(threads[1])
     load.finish()
-    for thread in threads:
-        thread.join(timeout=30)
+    threads[0].join(timeout=30)
     say("waiting for the system to go quiet")
     quiet_seconds = quiesce(api, world, args.quiet_timeout)
     say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
@@ -414,14 +384,77 @@ def main(argv: list[str]) -> int:
         "duplicates_absorbed": duplicates,
     }
     report_path.write_text(json.dumps(report, indent=2) + "\n")
-    say("restoring the normal stack")
-    stack_up(base_env)
-    if proxy is not None:
-        proxy.terminate()
-        proxy.wait(timeout=10)
-    print_report(report, audit_run.stdout)
+    return report, audit_run.stdout
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Run the system under load and faults, then audit it.")
+    parser.add_argument("--duration", type=float, default=120, help="seconds of load and faults")
+    parser.add_argument("--rate", type=float, default=4, help="orders placed per second")
+    parser.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--quiet-timeout", type=float, default=300, help="max seconds to wait for quiet")
+    parser.add_argument("--report", default=str(ROOT / "var" / "chaos" / "report.json"))
+    parser.add_argument("--proxy-port", type=int, default=5673)
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown fault kind(s): {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
+    report_path = Path(args.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    run = uuid.uuid4().hex[:6]
+    base_env = dict(os.environ)
+    chaos_env = {
+        **base_env,
+        "SAGA_RETRY_DELAYS": base_env.get("SAGA_CHAOS_RETRY_DELAYS", "1,5,30"),
+        "SAGA_ORDER_DEADLINE_SECONDS": base_env.get("SAGA_CHAOS_DEADLINE_SECONDS", "30"),
+    }
+    # The contended services get two worker processes unless told otherwise.
+    for name in ("SAGA_INVENTORY_WORKERS", "SAGA_PAYMENT_WORKERS"):
+        chaos_env.setdefault(name, "2")
+    proxy = None
+    if "network" in kinds:
+        amqp = int(base_env.get("SAGA_AMQP_PORT", "5672"))
+        proxy = subprocess.Popen(  # noqa: S603 - our own script
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "flaky_proxy.py"),
+                "--listen",
+                str(args.proxy_port),
+                "--target",
+                str(amqp),
+                "--drop-per-minute",
+                "3",
+                "--latency-ms",
+                "30",
+                "--stats",
+                str(report_path.parent / "proxy-stats.json"),
+                "--start-calm",
+            ],
+            # Not our stdout: a child holding that pipe would keep our caller waiting.
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        chaos_env["SAGA_BROKER_URL"] = f"amqp://saga:saga@127.0.0.1:{args.proxy_port}/saga"
+    try:
+        report, audit_text = run_chaos(args, kinds, run, chaos_env, proxy, report_path)
+    finally:
+        say("restoring the normal stack")
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        stack_up(base_env)
+    print_report(report, audit_text)
     print(f"report: {report_path}")
-    ok = audit_run.returncode == 0 and unfinished == 0 and quiet_seconds >= 0 and not unroutable
+    lost = report["lost_events"]
+    ok = (
+        report["audit_exit_code"] == 0
+        and not lost["orders_not_terminal"]
+        and not lost["unroutable_messages"]
+        and report["seconds_to_quiet"] >= 0
+    )
     return 0 if ok else 1
 
 
