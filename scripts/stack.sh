@@ -136,7 +136,8 @@ start_supervisor() {
 configure_rabbitmq() {
     log "waiting for RabbitMQ"
     local ok=""
-    for _ in $(seq 1 90); do
+    local deadline=$((SECONDS + 90))
+    while [ $SECONDS -lt $deadline ]; do
         if rmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then ok=1; break; fi
         sleep 1
     done
