@@ -165,17 +165,17 @@ def pid(program: str) -> int:
     return int(ctl("pid", program, check=False).stdout.strip() or 0)  # 0 while it is down
 
 
-def manage(service: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), service, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def _run(command: list[str], what: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
-        raise AssertionError(f"manage.py {service} {' '.join(args)} failed: {result.stderr}")
+        raise AssertionError(f"{what} failed: {result.stdout}{result.stderr}")
     return result.stdout
+
+
+def manage(service: str, *args: str) -> str:
+    return _run(
+        [sys.executable, str(ROOT / "manage.py"), service, *args], f"manage.py {service} {' '.join(args)}"
+    )
 
 
 def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
@@ -183,16 +183,7 @@ def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
 
 
 def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "stack.sh"), "rabbitmqctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
-    return result.stdout
+    return _run([str(ROOT / "scripts" / "stack.sh"), "rabbitmqctl", *args], f"rabbitmqctl {' '.join(args)}")
 
 
 def queue_depth(queue: str) -> int:

@@ -34,6 +34,14 @@ def account_create(*, customer_id: str, balance: Decimal) -> Account:
         raise AccountExists(f"Account {customer_id} already exists.") from exc
 
 
+def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str) -> None:
+    emit(
+        event_type="PaymentDeclined",
+        saga_id=order_id,
+        payload={"customer_id": customer_id, "amount": money, "code": code, "reason": reason},
+    )
+
+
 def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     """Charge the order's total once: PaymentCompleted or PaymentDeclined."""
     if Payment.objects.filter(order_id=order_id, kind=PaymentKind.CHARGE).exists():
@@ -43,30 +51,18 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
         return
     money = f"{amount:.2f}"
     if not Account.objects.filter(customer_id=customer_id).exists():
-        emit(
-            event_type="PaymentDeclined",
-            saga_id=order_id,
-            payload={
-                "customer_id": customer_id,
-                "amount": money,
-                "code": "unknown_customer",
-                "reason": f"unknown customer {customer_id}",
-            },
-        )
+        _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
     charged = Account.objects.filter(customer_id=customer_id, balance__gte=amount).update(
         balance=F("balance") - amount
     )
     if not charged:
-        emit(
-            event_type="PaymentDeclined",
-            saga_id=order_id,
-            payload={
-                "customer_id": customer_id,
-                "amount": money,
-                "code": "insufficient_funds",
-                "reason": f"insufficient funds: customer {customer_id} cannot pay {money}",
-            },
+        _decline(
+            order_id,
+            customer_id,
+            money,
+            "insufficient_funds",
+            f"insufficient funds: customer {customer_id} cannot pay {money}",
         )
         return
     Payment.objects.create(order_id=order_id, customer_id=customer_id, kind=PaymentKind.CHARGE, amount=amount)
