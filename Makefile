@@ -3,7 +3,7 @@ SHELL := /bin/bash
 STACK := scripts/stack.sh
 PY := .venv/bin/python
 
-.PHONY: up down restart demo chaos test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e
+.PHONY: up down restart demo chaos bench test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e
 
 up:            ## install what is missing, start everything, wait for health
 	@$(STACK) up
@@ -23,6 +23,9 @@ test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ a
 chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 FAULTS=kill,rabbitmq,...
 	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
 		--faults $(or $(FAULTS),kill,rabbitmq,postgres,duplicate,delay,network) $(ARGS)
+
+bench: up      ## throughput and latency against the raw ceiling (≈6 min): make bench ARGS="--smoke"
+	@$(PY) scripts/bench.py $(or $(ARGS),--scale 1,2,4)
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
 	@$(STACK) ctl $(or $(ARGS),status)

@@ -8,6 +8,8 @@ the message; any failure raises and the caller keeps the message for later.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -23,10 +25,10 @@ log = logging.getLogger(__name__)
 BROKER_TIMEOUT_SECONDS = 5
 
 
-def broker_connection(url: str | None = None) -> Connection:
+def broker_connection(url: str | None = None, *, confirm_each: bool = True) -> Connection:
     return Connection(
         url or settings.SAGA_BROKER_URL,
-        transport_options={"confirm_publish": True},
+        transport_options={"confirm_publish": confirm_each},
         connect_timeout=BROKER_TIMEOUT_SECONDS,
         heartbeat=30,
     )
@@ -47,18 +49,16 @@ def topology() -> ServiceTopology:
     )
 
 
-class Publisher:
+class _BrokerClient:
+    """One lazily opened broker connection with a producer; closed (to reopen) on error."""
+
     def __init__(self, url: str | None = None) -> None:
         self._url = url
         self._connection: Connection | None = None
         self._producer: Producer | None = None
 
     def _ensure(self) -> Producer:
-        if self._producer is None:
-            self._connection = broker_connection(self._url)
-            self._connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-            self._producer = Producer(self._connection.channel())
-        return self._producer
+        raise NotImplementedError
 
     def connection(self) -> Connection:
         """The (connected) broker connection, e.g. to declare topology on it."""
@@ -74,6 +74,17 @@ class Publisher:
                 log.debug("error while closing broker connection", exc_info=True)
         self._connection = None
         self._producer = None
+
+
+class Publisher(_BrokerClient):
+    """Publishes one message at a time, each confirmed before ``publish`` returns."""
+
+    def _ensure(self) -> Producer:
+        if self._producer is None:
+            self._connection = broker_connection(self._url)
+            self._connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            self._producer = Producer(self._connection.channel())
+        return self._producer
 
     def publish(
         self,
@@ -103,3 +114,111 @@ class Publisher:
         except Exception:
             self.close()
             raise
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for :meth:`BatchPublisher.publish_batch`."""
+
+    body: str | bytes
+    exchange: Exchange | str
+    routing_key: str
+    message_id: str | None = None
+    message_type: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchPublisher(_BrokerClient):
+    """Publishes a batch, then waits for the broker's confirms of the whole batch.
+
+    Persistent messages and publisher confirms as with :class:`Publisher`, but the
+    round trip to the broker (and its fsync) is paid once per batch, not once per
+    message. ``publish_batch`` says which messages were confirmed: a message is only
+    ever reported confirmed after the broker acknowledged it.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        super().__init__(url)
+        self._channel: Any = None
+        self._tag = 0  # delivery tag of the last message published on this channel
+        self._acked_upto = 0  # every tag <= this one was acked ("multiple" acks)
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+
+    def _ensure(self) -> Producer:
+        if self._producer is None:
+            self._connection = broker_connection(self._url, confirm_each=False)
+            self._connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            self._channel = self._connection.channel()
+            self._channel.confirm_select()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
+            self._tag = self._acked_upto = 0
+            self._acked, self._nacked = set(), set()
+            self._producer = Producer(self._channel)
+        return self._producer
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._acked_upto = max(self._acked_upto, tag)
+        else:
+            self._acked.add(tag)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._nacked.update(t for t in range(self._acked_upto + 1, tag + 1) if t not in self._acked)
+            self._acked_upto = max(self._acked_upto, tag)
+        else:
+            self._nacked.add(tag)
+
+    def _confirmed(self, tag: int) -> bool:
+        return tag not in self._nacked and (tag <= self._acked_upto or tag in self._acked)
+
+    def publish_batch(
+        self, messages: list[Outgoing], *, timeout: float = BROKER_TIMEOUT_SECONDS
+    ) -> list[bool]:
+        """Publish every message, wait for their confirms; True for each one the broker confirmed.
+
+        Raises if the connection fails (then nothing is reported confirmed); a nacked or
+        unconfirmed message comes back False, to be published again later.
+        """
+        producer = self._ensure()
+        tags: list[int] = []
+        try:
+            for message in messages:
+                producer.publish(
+                    message.body,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    headers=message.headers,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=message.message_id,
+                    type=message.message_type,
+                    retry=False,
+                )
+                self._tag += 1
+                tags.append(self._tag)
+            deadline = time.monotonic() + timeout
+            while not all(t <= self._acked_upto or t in self._acked or t in self._nacked for t in tags):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    self.connection().drain_events(timeout=min(left, 1.0))
+                except TimeoutError:
+                    continue
+        except Exception:
+            self.close()
+            raise
+        confirmed = [self._confirmed(t) for t in tags]
+        self._acked = {t for t in self._acked if t > self._acked_upto}
+        self._nacked.difference_update(tags)
+        if not all(confirmed):
+            self.close()  # unanswered confirms: start again on a fresh channel
+        return confirmed
+
+    def close(self) -> None:
+        super().close()
+        self._channel = None

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
+from django.db.utils import InterfaceError, OperationalError
 from kombu import Consumer
 from kombu.message import Message
 
@@ -38,7 +39,7 @@ from common.parking import (
     parked_ingest,
 )
 from common.registry import EventRegistry
-from common.sagas import note_retried, saga_lock
+from common.sagas import note_retried
 
 log = logging.getLogger("saga.consumer")
 
@@ -76,34 +77,55 @@ def process_delivery(
             f"{service} has no handler for {envelope.event_type} (stale binding or misrouted event)",
             envelope,
         )
-    try:
-        with (
-            consuming(
-                service=service,
-                event_type=envelope.event_type,
-                saga_id=envelope.saga_id,
-                event_id=envelope.event_id,
-                trace_headers=envelope.trace,
-            ) as span,
-            transaction.atomic(),
-        ):
-            saga_lock(envelope.saga_id)
-            if not inbox_claim(envelope):
-                span.set_attribute("saga.duplicate", True)
-                return Outcome(Disposition.DUPLICATE, "already handled", envelope)
-            with handling(envelope):
-                registration.handler(envelope)
-                if attempt:
-                    note_retried(
-                        event_type=envelope.event_type,
-                        event_id=envelope.event_id,
-                        attempts=attempt,
-                        last_error=last_error,
-                    )
-            faults.point("consumer.before_commit", service=service, event_type=envelope.event_type)
-    except Exception as exc:  # noqa: BLE001 - every failure goes to the retry tiers
-        return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
+    for reconnected in (False, True):
+        try:
+            return _handle(envelope, registration, service=service, attempt=attempt, last_error=last_error)
+        except (InterfaceError, OperationalError) as exc:
+            if not reconnected and _connection_lost():
+                # The connection died while we were idle (PostgreSQL restarted, or an admin
+                # terminated it): nothing was done, so reconnect and handle it again at once.
+                log.warning("database connection lost (%s); reconnecting", exc)
+                continue
+            return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the retry tiers
+            return Outcome(Disposition.RETRY, f"{type(exc).__name__}: {exc}", envelope)
+    raise AssertionError("unreachable")
+
+
+def _handle(envelope: Envelope, registration: Any, *, service: str, attempt: int, last_error: str) -> Outcome:
+    """One transaction: the saga's lock, the inbox row, the handler's effect and its events."""
+    with (
+        consuming(
+            service=service,
+            event_type=envelope.event_type,
+            saga_id=envelope.saga_id,
+            event_id=envelope.event_id,
+            trace_headers=envelope.trace,
+        ) as span,
+        transaction.atomic(),
+    ):
+        if not inbox_claim(envelope, lock_saga=True):
+            span.set_attribute("saga.duplicate", True)
+            return Outcome(Disposition.DUPLICATE, "already handled", envelope)
+        with handling(envelope):
+            registration.handler(envelope)
+            if attempt:
+                note_retried(
+                    event_type=envelope.event_type,
+                    event_id=envelope.event_id,
+                    attempts=attempt,
+                    last_error=last_error,
+                )
+        faults.point("consumer.before_commit", service=service, event_type=envelope.event_type)
     return Outcome(Disposition.HANDLED, envelope=envelope)
+
+
+def _connection_lost() -> bool:
+    """After a database error: is our connection gone? (If so, it is closed, to reconnect.)"""
+    if connection.connection is not None and connection.is_usable():
+        return False
+    connection.close()
+    return True
 
 
 def raw_body(message: Message) -> bytes:
@@ -200,8 +222,10 @@ class EventConsumer:
                 raise
 
     def _on_message(self, message: Message) -> None:
+        # No close_old_connections() here: with persistent connections it would only add a
+        # health-check round trip per delivery; a lost connection is detected and replaced
+        # by process_delivery, and closed after any failure below.
         started = time.perf_counter()
-        close_old_connections()
         headers = dict(message.headers or {})
         injected = faults.point(
             "consumer.receive", service=self.service, event_type=(message.properties or {}).get("type")

@@ -6,18 +6,22 @@ from django.db import connection
 from django.utils import timezone
 
 from common.envelope import Envelope
+from common.sagas import saga_lock_key
 
 
-def inbox_claim(envelope: Envelope) -> bool:
+def inbox_claim(envelope: Envelope, *, lock_saga: bool = False) -> bool:
     """Record ``envelope`` as handled; False if it already was (a duplicate).
 
     Must run in the same transaction as the handler's effect. A concurrent
     duplicate blocks on the primary key until the first commits, then sees the
-    conflict: exactly one of them applies the effect.
+    conflict: exactly one of them applies the effect. With ``lock_saga``, the
+    saga's lock (see :func:`common.sagas.saga_lock`) is taken first, in the same
+    round trip to the database.
     """
+    lock = f"SELECT pg_advisory_xact_lock({saga_lock_key(envelope.saga_id)}); " if lock_saga else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO messaging_inbox (event_id, event_type, saga_id, producer, received_at)"
+            lock + "INSERT INTO messaging_inbox (event_id, event_type, saga_id, producer, received_at)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
             [
                 envelope.event_id,

@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind
 from pythonjsonlogger.json import JsonFormatter
 
 _configured = False
+_exporting = False
 
 
 def _exporter() -> SpanExporter | None:
@@ -47,7 +48,7 @@ def _exporter() -> SpanExporter | None:
 
 def setup_tracing(service: str) -> None:
     """Install the tracer provider and the Django and Celery instrumentation (once per process)."""
-    global _configured  # noqa: PLW0603 - one provider per process
+    global _configured, _exporting  # noqa: PLW0603 - one provider per process
     if _configured:
         return
     _configured = True
@@ -57,12 +58,18 @@ def setup_tracing(service: str) -> None:
     exporter = _exporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+        _exporting = True
     trace.set_tracer_provider(provider)
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
     DjangoInstrumentor().instrument(excluded_urls="healthz,metrics,static/.*")
     CeleryInstrumentor().instrument()
+
+
+def tracing_enabled() -> bool:
+    """Are spans exported? (Without an exporter, spans that nobody reads can be skipped.)"""
+    return _exporting
 
 
 def tracer() -> trace.Tracer:

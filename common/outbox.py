@@ -45,14 +45,20 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
     # A producer never publishes what its consumers would park: check the contract here,
     # inside the transaction, so a violation fails (and is retried/parked) where it was made.
     validate_envelope(envelope)
-    OutboxMessage.objects.create(
-        event_id=envelope.event_id,
-        event_type=envelope.event_type,
-        routing_key=envelope.routing_key,
-        saga_id=envelope.saga_id,
-        body=envelope.to_json(),
-        created_at=envelope.occurred_at,
-    )
+    # The row and the NOTIFY in one round trip (this runs for every event of every saga).
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [notify_channel(settings.SERVICE_NAME)])
+        cursor.execute(
+            f"INSERT INTO {OutboxMessage._meta.db_table}"
+            " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 0, ''); SELECT pg_notify(%s, '')",
+            [
+                envelope.event_id,
+                envelope.event_type,
+                envelope.routing_key,
+                envelope.saga_id,
+                envelope.to_json(),
+                envelope.occurred_at,
+                notify_channel(settings.SERVICE_NAME),
+            ],
+        )
     return envelope

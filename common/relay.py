@@ -15,86 +15,115 @@ import json
 import logging
 import select
 import time
+from collections.abc import Iterator
 
 import psycopg2
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from common import faults, metrics
-from common.broker import Publisher
+from common.broker import BatchPublisher, Outgoing
 from common.messaging.models import OutboxMessage
-from common.observability import publishing
+from common.observability import publishing, tracing_enabled
 from common.outbox import notify_channel
 from common.topology import EVENTS_EXCHANGE, declare_shared
 
 log = logging.getLogger("saga.relay")
 
 
+TABLE = OutboxMessage._meta.db_table
+GAUGE_SECONDS = 1.0  # how often the backlog gauges are refreshed (two queries)
+
+
 class Relay:
-    def __init__(self, *, publisher: Publisher | None = None) -> None:
+    def __init__(self, *, publisher: BatchPublisher | None = None) -> None:
         self.service: str = settings.SERVICE_NAME
-        self.publisher = publisher or Publisher()
+        self.publisher = publisher or BatchPublisher()
         self.batch: int = settings.SAGA_RELAY_BATCH
         self.sweep_seconds: float = settings.SAGA_RELAY_SWEEP_SECONDS
         self._listener = None
         self._stopping = False
         self._declared = False
+        self._gauges_at = 0.0
 
     def stop(self) -> None:
         self._stopping = True
 
     def publish_pending(self) -> int:
-        """Publish up to one batch of unpublished rows; return how many were published."""
-        published: list[int] = []
-        with transaction.atomic():
-            rows = list(
-                OutboxMessage.objects.select_for_update(skip_locked=True)
-                .filter(published_at__isnull=True)
-                .order_by("id")[: self.batch]
+        """Publish up to one batch of unpublished rows; return how many were published.
+
+        The batch is published in one go and its confirms awaited together (one broker
+        round trip per batch, not per row); only confirmed rows are marked published, in
+        the transaction that claimed them.
+        """
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, event_id, event_type, routing_key, saga_id, body, publish_attempts FROM {TABLE}"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [self.batch],
             )
+            rows = cursor.fetchall()
             if not rows:
                 return 0
             if not self._declared:
                 declare_shared(self.publisher.connection().default_channel)
                 self._declared = True
             error: Exception | None = None
-            for row in rows:
-                try:
-                    self._publish(row)
-                except Exception as exc:  # noqa: BLE001 - kept for the next sweep
-                    error = exc
-                    break
-                published.append(row.id)
-                metrics.OUTBOX_PUBLISHED.labels(self.service, row.event_type).inc()
+            try:
+                with self._spans(rows):
+                    confirmed = self.publisher.publish_batch(
+                        [
+                            Outgoing(
+                                body=body,
+                                exchange=EVENTS_EXCHANGE,
+                                routing_key=routing_key,
+                                message_id=str(event_id),
+                                message_type=event_type,
+                            )
+                            for _, event_id, event_type, routing_key, _, body, _ in rows
+                        ]
+                    )
+            except Exception as exc:  # noqa: BLE001 - kept for the next sweep
+                error, confirmed = exc, [False] * len(rows)
+            published = [row for row, ok in zip(rows, confirmed, strict=True) if ok]
+            for row in published:
+                metrics.OUTBOX_PUBLISHED.labels(self.service, row[2]).inc()
             faults.point("relay.after_publish", service=self.service)
-            now = timezone.now()
-            OutboxMessage.objects.filter(id__in=published).update(published_at=now)
-            if error is not None:
-                failed = rows[len(published)]
-                OutboxMessage.objects.filter(id=failed.id).update(
-                    publish_attempts=failed.publish_attempts + 1, last_error=str(error)[:2000]
+            if published:
+                cursor.execute(
+                    f"UPDATE {TABLE} SET published_at = now() WHERE id = ANY(%s)", [[r[0] for r in published]]
+                )
+            failed = [row for row, ok in zip(rows, confirmed, strict=True) if not ok]
+            if failed:
+                error = error or RuntimeError("the broker did not confirm the publish (nack or timeout)")
+                cursor.execute(
+                    f"UPDATE {TABLE} SET publish_attempts = publish_attempts + 1, last_error = %s"
+                    " WHERE id = ANY(%s)",
+                    [str(error)[:2000], [r[0] for r in failed]],
                 )
         if error is not None:
             self._declared = False
             raise error
         return len(published)
 
-    def _publish(self, row: OutboxMessage) -> None:
-        envelope = json.loads(row.body)
-        with publishing(
-            service=self.service,
-            event_type=row.event_type,
-            saga_id=str(row.saga_id),
-            trace_headers=envelope.get("trace") or {},
-        ):
-            self.publisher.publish(
-                row.body,
-                exchange=EVENTS_EXCHANGE,
-                routing_key=row.routing_key,
-                message_id=str(row.event_id),
-                message_type=row.event_type,
-            )
+    @contextlib.contextmanager
+    def _spans(self, rows: list[tuple]) -> Iterator[None]:
+        """One publish span per row, each continuing its saga's trace (none when tracing is off)."""
+        if not tracing_enabled():
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for _, _, event_type, _, saga_id, body, _ in rows:
+                stack.enter_context(
+                    publishing(
+                        service=self.service,
+                        event_type=event_type,
+                        saga_id=str(saga_id),
+                        trace_headers=json.loads(body).get("trace") or {},
+                    )
+                )  # each continues its own saga's trace (explicit parent), whatever is current
+            yield
 
     def _listen(self) -> None:
         db = connection.settings_dict
@@ -130,6 +159,9 @@ class Relay:
         self._listener = None
 
     def _update_gauges(self) -> None:
+        if time.monotonic() - self._gauges_at < GAUGE_SECONDS:
+            return
+        self._gauges_at = time.monotonic()
         pending = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id")
         oldest = pending.values_list("created_at", flat=True).first()
         metrics.OUTBOX_BACKLOG.labels(self.service).set(pending.count())
@@ -146,7 +178,6 @@ class Relay:
         backoff = 0.5
         while not self._stopping:
             try:
-                close_old_connections()
                 count = self.publish_pending()
                 backoff = 0.5
                 if count:
@@ -156,7 +187,6 @@ class Relay:
                 self._update_gauges()
             except Exception:  # noqa: BLE001 - the relay must outlive broker and DB outages
                 log.warning("relay cycle failed; retrying in %.1fs", backoff, exc_info=True)
-                close_old_connections()
                 connection.close()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)  # the broker or DB is back within seconds

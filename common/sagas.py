@@ -17,9 +17,13 @@ def saga_lock(saga_id: str) -> None:
     Taken first in every handler transaction, and the only advisory lock a transaction
     takes, so it cannot take part in a deadlock; ``lock_timeout`` bounds the wait.
     """
-    key = uuid.UUID(str(saga_id)).int & 0x7FFF_FFFF_FFFF_FFFF
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [saga_lock_key(saga_id)])
+
+
+def saga_lock_key(saga_id: str) -> int:
+    """The advisory lock key of a saga: 63 bits of its UUID (an int, safe to inline in SQL)."""
+    return uuid.UUID(str(saga_id)).int & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:

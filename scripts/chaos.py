@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
+from scripts.workload import PATHS, World, post_order  # noqa: E402
 from tests.support import (  # noqa: E402
     FAULTS_FILE,
     Api,
@@ -51,15 +52,6 @@ from tests.support import (  # noqa: E402
 )
 
 KINDS = ("kill", "rabbitmq", "postgres", "duplicate", "delay", "network")
-PATHS = {  # path: (weight, expected outcome)
-    "success": (40, "COMPLETED"),
-    "out_of_stock": (8, "REJECTED"),
-    "unknown_sku": (8, "REJECTED"),
-    "insufficient_funds": (10, "CANCELLED"),
-    "unknown_customer": (8, "CANCELLED"),
-    "unserved_country": (10, "CANCELLED"),
-    "client_cancel": (16, "CANCELLED or COMPLETED"),
-}
 SERVICES = ("order", "payment", "inventory", "shipping")
 TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
 
@@ -81,45 +73,6 @@ def stack_up(env: dict[str, str]) -> None:
         raise SystemExit(f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-class World:
-    """The products and customers of one chaos run, one per saga path."""
-
-    def __init__(self, api: Api, run: str) -> None:
-        self.run = run
-        self.plenty = [
-            api.product(sku=f"chaos-{run}-{i}", price="2.00", available=1_000_000) for i in range(4)
-        ]
-        self.scarce = api.product(sku=f"chaos-{run}-scarce", price="2.00", available=50)
-        self.rich = [
-            api.account(customer_id=f"chaos-{run}-rich-{i}", balance="100000000.00") for i in range(6)
-        ]
-        self.poor = [api.account(customer_id=f"chaos-{run}-poor-{i}", balance="0.10") for i in range(3)]
-        self.ghosts = [f"chaos-{run}-ghost-{i}" for i in range(3)]
-
-    @property
-    def customers(self) -> list[str]:
-        return self.rich + self.poor + self.ghosts
-
-    def order_for(self, path: str, rng: random.Random) -> tuple[dict[str, Any], bool]:
-        """The POST body for an order taking ``path``, and whether to cancel it afterwards."""
-        items = [
-            {"sku": sku, "quantity": rng.randint(1, 3)} for sku in rng.sample(self.plenty, rng.randint(1, 3))
-        ]
-        customer, country = rng.choice(self.rich), "FR"
-        if path == "out_of_stock":
-            items = [{"sku": self.scarce, "quantity": 10_000}]
-        elif path == "unknown_sku":
-            items.append({"sku": f"chaos-{self.run}-nosuch", "quantity": 1})
-        elif path == "insufficient_funds":
-            customer = rng.choice(self.poor)
-        elif path == "unknown_customer":
-            customer = rng.choice(self.ghosts)
-        elif path == "unserved_country":
-            country = "AQ"
-        body = {"customer_id": customer, "items": items, "shipping_address": {"country": country}}
-        return body, path == "client_cancel"
-
-
 class Load:
     """Places orders at a steady rate from a pool of threads; never loses an order it placed."""
 
@@ -132,28 +85,21 @@ class Load:
         self.pool = ThreadPoolExecutor(max_workers=24)
 
     def one(self, path: str, body: dict[str, Any], cancel: bool) -> None:
-        api, key = Api(), uuid.uuid4().hex
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                response = api.post(
-                    "order", "/api/orders/", json=body, headers={"Idempotency-Key": key}, timeout=10
-                )
-            except requests.RequestException:
-                response = None
-            if response is not None and response.status_code in (200, 201):
-                order_id = response.json()["id"]
-                with self.lock:
-                    self.placed[order_id] = path
-                if cancel:
-                    time.sleep(random.uniform(0, 0.3))  # noqa: S311 - race the saga
-                    self._cancel(api, order_id)
-                return
+        api = Api()
+        order_id = post_order(api, body, uuid.uuid4().hex, give_up_after=120, on_retry=self._retried)
+        if order_id is None:
             with self.lock:
-                self.failures["post_retried"] += 1
-            time.sleep(0.5)
+                self.failures["post_gave_up"] += 1
+            return
         with self.lock:
-            self.failures["post_gave_up"] += 1
+            self.placed[order_id] = path
+        if cancel:
+            time.sleep(random.uniform(0, 0.3))  # noqa: S311 - race the saga
+            self._cancel(api, order_id)
+
+    def _retried(self) -> None:
+        with self.lock:
+            self.failures["post_retried"] += 1
 
     def _cancel(self, api: Api, order_id: str) -> None:
         for _ in range(20):

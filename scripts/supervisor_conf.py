@@ -39,6 +39,9 @@ def rabbitmq_env() -> dict[str, str]:
         "RABBITMQ_CONFIG_FILE": str(VAR / "rabbitmq" / "rabbitmq.conf"),
         "RABBITMQ_ADVANCED_CONFIG_FILE": str(VAR / "rabbitmq" / "advanced.config"),
         "RABBITMQ_CONF_ENV_FILE": str(VAR / "rabbitmq" / "rabbitmq-env.conf"),
+        # Erlang schedulers spin while idle, waiting for work: on a small machine shared
+        # with PostgreSQL and the services that spinning takes the CPU they need (make bench).
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
     }
 
 

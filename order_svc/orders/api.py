@@ -141,7 +141,8 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             )
         except services.IdempotencyConflict as exc:
             raise Conflict(str(exc)) from exc
-        order = selectors.order_get(order_id=str(order.id))
+        if not created:  # a replay: the order as it is now
+            order = selectors.order_get(order_id=str(order.id))
         return Response(
             OrderOutSerializer(order).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

@@ -5,6 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import models
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 
@@ -70,10 +71,13 @@ class Order(models.Model):
     def price(self, *, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
         """Record what inventory priced; allowed in any state (it is a fact)."""
         self.total = total
-        for line in self.lines.all():
-            if line.sku in unit_prices and line.unit_price != unit_prices[line.sku]:
-                line.unit_price = unit_prices[line.sku]
-                line.save(update_fields=["unit_price"])
+        if unit_prices:  # one UPDATE for all lines
+            self.lines.filter(sku__in=unit_prices).update(
+                unit_price=Case(
+                    *(When(sku=sku, then=Value(price)) for sku, price in unit_prices.items()),
+                    output_field=models.DecimalField(max_digits=12, decimal_places=2),
+                )
+            )
 
     def mark_rejected(self, *, reason: str) -> None:
         self._require(OrderStatus.PENDING, to=OrderStatus.REJECTED)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from common.context import current_trace
@@ -41,22 +42,50 @@ class OrderNotCancellable(Exception):
     """Only a PENDING order can be cancelled."""
 
 
-def _record(order: Order, envelope: Envelope) -> None:
-    SagaEvent.objects.get_or_create(
-        event_id=envelope.event_id,
-        defaults={
-            "order": order,
-            "event_type": envelope.event_type,
-            "service": envelope.producer,
-            "occurred_at": envelope.occurred_at,
-            "causation_id": envelope.causation_id,
-            "payload": envelope.payload,
-        },
-    )
+def _record(order_id: str, envelope: Envelope) -> bool:
+    """Add ``envelope`` to the order's timeline, once; False if the order does not exist.
+
+    One statement (the insert only happens if the order exists; a timeline row that is
+    already there is left alone), no savepoint: this runs for every event the order sees.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SagaEvent._meta.db_table}"
+            " (order_id, event_id, event_type, service, occurred_at, recorded_at, causation_id, payload)"
+            f" SELECT id, %s, %s, %s, %s, %s, %s, %s FROM {Order._meta.db_table} WHERE id = %s"
+            " ON CONFLICT (event_id) DO NOTHING",
+            [
+                envelope.event_id,
+                envelope.event_type,
+                envelope.producer,
+                envelope.occurred_at,
+                timezone.now(),
+                envelope.causation_id,
+                json.dumps(envelope.payload),
+                order_id,
+            ],
+        )
+        if cursor.rowcount == 1:
+            return True
+    return Order.objects.filter(id=order_id).exists()  # already recorded, or no such order
 
 
-def _emit(order: Order, event_type: str, payload: dict[str, Any]) -> None:
-    _record(order, emit(event_type=event_type, saga_id=str(order.id), payload=payload))
+def _emit(order: Order, event_type: str, payload: dict[str, Any]) -> Envelope:
+    envelope = emit(event_type=event_type, saga_id=str(order.id), payload=payload)
+    _record(str(order.id), envelope)
+    return envelope
+
+
+def _remember(order: Order, relation: str, objects: list[Any]) -> None:
+    """Cache ``order.<relation>.all()`` as ``objects``, as prefetch_related would.
+
+    The new order's lines and first timeline entry are known without asking the
+    database again; the API answers the POST from them.
+    """
+    queryset = getattr(order, relation).get_queryset()
+    queryset._result_cache = list(objects)  # what Django's prefetch_related_objects sets
+    queryset._prefetch_done = True
+    order._prefetched_objects_cache[relation] = queryset
 
 
 def _locked(order_id: str) -> Order:
@@ -80,11 +109,11 @@ def order_place(
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> tuple[Order, bool]:
-    """Create a PENDING order and emit OrderPlaced; returns (order, created)."""
-    if idempotency_key:
-        existing = _replay(idempotency_key, fingerprint)
-        if existing is not None:
-            return existing, False
+    """Create a PENDING order and emit OrderPlaced; returns (order, created).
+
+    A repeated Idempotency-Key is found by the unique constraint (no lookup first: a
+    new order, by far the common case, costs one round trip less).
+    """
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -99,11 +128,11 @@ def order_place(
             )
             annotate(saga_id=order.id)
             lines = sorted(items, key=lambda item: item["sku"])
-            OrderLine.objects.bulk_create(
+            created_lines = OrderLine.objects.bulk_create(
                 OrderLine(order=order, sku=line["sku"], quantity=line["quantity"]) for line in lines
             )
             with continuing(order.trace_context, "order place", saga_id=str(order.id)):
-                _emit(
+                placed = _emit(
                     order,
                     "OrderPlaced",
                     {
@@ -114,8 +143,24 @@ def order_place(
                     },
                 )
             saga_started()
+        order._prefetched_objects_cache = {}
+        _remember(order, "lines", created_lines)
+        _remember(
+            order,
+            "timeline",
+            [
+                SagaEvent(
+                    order=order,
+                    event_id=placed.event_id,
+                    event_type=placed.event_type,
+                    service=placed.producer,
+                    occurred_at=placed.occurred_at,
+                    payload=placed.payload,
+                )
+            ],
+        )
     except IntegrityError:
-        # A concurrent request with the same key won the race: answer like a replay.
+        # The key was used before (or by a concurrent request that won): answer like a replay.
         existing = _replay(idempotency_key, fingerprint) if idempotency_key else None
         if existing is None:
             raise
@@ -135,10 +180,8 @@ def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
 
 def timeline_record(*, order_id: str, envelope: Envelope) -> None:
     """Add an event from another service to the order's saga view."""
-    order = Order.objects.filter(id=order_id).first()
-    if order is None:
+    if not _record(order_id, envelope):
         raise OrderNotFound(f"event {envelope.event_type} {envelope.event_id} names unknown order {order_id}")
-    _record(order, envelope)
 
 
 def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal]) -> None:

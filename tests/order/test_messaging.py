@@ -10,7 +10,7 @@ from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 
 from common import faults
-from common.broker import Publisher, topology
+from common.broker import BatchPublisher, Publisher, topology
 from common.consumer import (
     ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
@@ -87,6 +87,15 @@ def test_relay_publishes_persistently_and_marks_published(spy) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_relay_publishes_a_backlog_in_one_confirmed_batch_oldest_first(spy) -> None:
+    order_ids = [place() for _ in range(5)]
+    assert Relay().publish_pending() == 5
+    got = [json.loads(m.body)["saga_id"] for m in drain(spy, 5)]
+    assert got == order_ids
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_relay_crash_between_publish_and_mark_loses_nothing(spy, monkeypatch) -> None:
     order_id = place()
     monkeypatch.setenv("SAGA_FAULTS", "relay.after_publish=raise")
@@ -106,7 +115,7 @@ def test_relay_crash_between_publish_and_mark_loses_nothing(spy, monkeypatch) ->
 @pytest.mark.django_db(transaction=True)
 def test_relay_keeps_rows_when_the_broker_is_unreachable() -> None:
     order_id = place()
-    relay = Relay(publisher=Publisher("amqp://saga:saga@127.0.0.1:1/saga_test"))
+    relay = Relay(publisher=BatchPublisher("amqp://saga:saga@127.0.0.1:1/saga_test"))
     with pytest.raises(OperationalError):
         relay.publish_pending()
     row = OutboxMessage.objects.get(saga_id=order_id)

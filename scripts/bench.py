@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""`make bench`: how fast the saga runs, measured against what this machine allows.
+
+    scripts/bench.py                       the full run (≈ 6 minutes)
+    scripts/bench.py --smoke               a tiny run that checks the bench works (make test)
+    scripts/bench.py --scale 1,2,4         also re-run the closed loop with 1, 2, 4 workers per service
+
+Every guarantee stays on: persistent messages, publisher confirms, fsync, outbox, inbox,
+ack after commit. In one run it measures
+
+1. the **raw ceiling** (scripts/bench_ceiling.py): plain kombu publish→consume with
+   confirms, and the plain-SQL saga step at 4 clients;
+2. **idle latency**: sequential success-path orders, one at a time;
+3. a **closed loop**: N orders at concurrency C, every saga path mixed (scripts/workload.py),
+   each client placing its next order when its last one reached a terminal state;
+4. an **open loop** per offered rate: orders arrive at a fixed rate for T seconds,
+   whatever the system does; the latency percentiles against offered load are the plot;
+5. optionally the closed loop again with 1, 2 and 4 worker processes per service.
+
+Latency is the saga's own: ``finished_at − created_at`` of the order (POST to terminal
+state), read from the order database. Throughput is terminal sagas per second. The
+system's throughput is also given as a ratio of the ceiling for the deliveries and
+transactions one saga needed in this run (counted from the services' inboxes).
+
+Results go to ``var/bench/bench-<time>.json`` and ``.png`` (and ``latest.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg2  # noqa: E402
+import requests  # noqa: E402
+
+import scripts.bench_ceiling as bench_ceiling  # noqa: E402
+from common.audit import database_params  # noqa: E402
+from scripts.workload import PATHS, World, post_order  # noqa: E402
+from tests.support import BROKER_URL, Api  # noqa: E402
+
+SERVICES = ("order", "payment", "inventory", "shipping")
+OUT = ROOT / "var" / "bench"
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0–100), nearest-rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in values]
+    return {
+        "count": len(ms),
+        "p50_ms": _round(percentile(ms, 50)),
+        "p95_ms": _round(percentile(ms, 95)),
+        "p99_ms": _round(percentile(ms, 99)),
+        "max_ms": _round(max(ms) if ms else None),
+        "mean_ms": _round(statistics.fmean(ms) if ms else None),
+    }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class Watcher:
+    """One thread that sees orders reach a terminal state, straight from the order database.
+
+    Polling the database (read-only, one indexed query every 20 ms for all orders in
+    flight) costs the system far less than every client polling the REST API.
+    """
+
+    def __init__(self) -> None:
+        self.conn = psycopg2.connect(
+            **database_params("order"), connect_timeout=5, application_name="saga-bench"
+        )
+        self.conn.set_session(readonly=True, autocommit=True)
+        self.waiting: dict[str, threading.Event] = {}
+        self.finished: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+        self.thread.start()
+
+    def watch(self, order_id: str) -> threading.Event:
+        with self.lock:
+            event = self.waiting.setdefault(order_id, threading.Event())
+            if order_id in self.finished:
+                event.set()
+            return event
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.02):
+            with self.lock:
+                ids = [i for i, e in self.waiting.items() if not e.is_set()]
+            if not ids:
+                continue
+            with self.conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id::text, status, created_at, finished_at FROM orders_order"
+                    " WHERE id = ANY(%s::uuid[]) AND finished_at IS NOT NULL",
+                    [ids],
+                )
+                rows = cursor.fetchall()
+            with self.lock:
+                for order_id, status, created, finished in rows:
+                    self.finished[order_id] = {"status": status, "created": created, "finished": finished}
+                    self.waiting[order_id].set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.conn.close()
+
+
+class Runner:
+    """Places orders of every path and records each saga's outcome and latency."""
+
+    def __init__(self, world: World, watcher: Watcher, seed: int) -> None:
+        self.world, self.watcher = world, watcher
+        self.rng = random.Random(seed)
+        self.rng_lock = threading.Lock()
+        self.local = threading.local()
+        self.names, self.weights = zip(*((p, w) for p, (w, _) in PATHS.items()), strict=True)
+
+    def api(self) -> Api:
+        if not hasattr(self.local, "api"):
+            self.local.api = Api()
+        return self.local.api
+
+    def pick(self, path: str | None = None) -> tuple[str, dict[str, Any], bool]:
+        with self.rng_lock:
+            path = path or self.rng.choices(self.names, self.weights)[0]
+            body, cancel = self.world.order_for(path, self.rng)
+        return path, body, cancel
+
+    def place(self, path: str | None = None) -> tuple[str, str] | None:
+        """POST one order (retrying with its Idempotency-Key); cancel it if the path says so."""
+        path, body, cancel = self.pick(path)
+        order_id = post_order(self.api(), body, uuid.uuid4().hex, give_up_after=60)
+        if order_id is None:
+            return None
+        if cancel:
+            threading.Timer(
+                random.uniform(0.02, 0.3),  # noqa: S311 - race the saga
+                self._cancel,
+                args=(order_id,),
+            ).start()
+        return order_id, path
+
+    def _cancel(self, order_id: str) -> None:
+        with contextlib.suppress(requests.RequestException):  # the outcome shows whether it won
+            Api().post("order", f"/api/orders/{order_id}/cancel/", timeout=10)
+
+    def results(self, placed: dict[str, str], timeout: float) -> dict[str, Any]:
+        """Wait for every placed order to finish; outcome, latency and throughput by path."""
+        deadline = time.monotonic() + timeout
+        for order_id in placed:
+            self.watcher.watch(order_id).wait(max(0.0, deadline - time.monotonic()))
+        rows = {i: self.watcher.finished.get(i) for i in placed}
+        done = {i: r for i, r in rows.items() if r}
+        by_path: dict[str, dict[str, Any]] = {}
+        for path in PATHS:
+            ids = [i for i, p in placed.items() if p == path]
+            if not ids:
+                continue
+            lat = [(done[i]["finished"] - done[i]["created"]).total_seconds() for i in ids if i in done]
+            by_path[path] = {
+                "orders": len(ids),
+                "outcomes": dict(Counter(done[i]["status"] for i in ids if i in done)),
+                **latency_summary(lat),
+            }
+        summary: dict[str, Any] = {"orders": len(placed), "unfinished": len(placed) - len(done)}
+        if done:
+            first = min(r["created"] for r in done.values())
+            last = max(r["finished"] for r in done.values())
+            span = max((last - first).total_seconds(), 1e-6)
+            summary["sagas_per_s"] = round(len(done) / span, 1)
+            summary["span_s"] = round(span, 2)
+            summary.update(
+                latency_summary([(r["finished"] - r["created"]).total_seconds() for r in done.values()])
+            )
+            summary["outcomes"] = dict(Counter(r["status"] for r in done.values()))
+        summary["by_path"] = by_path
+        return summary
+
+
+def idle_latency(runner: Runner, count: int) -> dict[str, Any]:
+    placed: dict[str, str] = {}
+    for _ in range(count):
+        got = runner.place("success")
+        if got:
+            placed[got[0]] = got[1]
+            runner.watcher.watch(got[0]).wait(30)
+    return runner.results(placed, timeout=30)
+
+
+def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]:
+    placed: dict[str, str] = {}
+    lock = threading.Lock()
+    budget = iter(range(orders))
+    started = time.monotonic()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if next(budget, None) is None:
+                    return
+            got = runner.place()
+            if got is None:
+                continue
+            with lock:
+                placed[got[0]] = got[1]
+                n = len(placed)
+            if n % max(1, orders // 10) == 0:
+                say(f"  closed loop: {n}/{orders} placed, {time.monotonic() - started:.0f} s")
+            runner.watcher.watch(got[0]).wait(120)
+
+    busy, mine = cpu_busy_seconds(), client_cpu_seconds()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = runner.results(placed, timeout=120)
+    busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
+    n = max(1, len(placed))
+    result.update(
+        concurrency=concurrency,
+        # Where the time goes: the whole machine's CPU per saga (the system, PostgreSQL,
+        # RabbitMQ, and this load generator, shown apart) and how busy the cores were.
+        cpu_ms_per_saga=round(1000 * busy / n, 1),
+        client_cpu_ms_per_saga=round(1000 * mine / n, 1),
+        cores_busy=round(busy / max(result.get("span_s") or 1, 1e-6), 2),
+    )
+    return result
+
+
+def open_loop(runner: Runner, rate: float, seconds: float) -> dict[str, Any]:
+    placed: dict[str, str] = {}
+    lock = threading.Lock()
+    late = Counter()
+
+    def one(path: str | None) -> None:
+        got = runner.place(path)
+        if got:
+            with lock:
+                placed[got[0]] = got[1]
+
+    pool = ThreadPoolExecutor(max_workers=max(8, int(rate)))
+    interval, start = 1.0 / rate, time.monotonic()
+    n = 0
+    while (due := start + n * interval) < start + seconds:
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 0.1:
+            late["behind"] += 1  # the generator itself could not keep up
+        pool.submit(one, None)
+        n += 1
+    pool.shutdown(wait=True)
+    result = runner.results(placed, timeout=120)
+    result.update(offered_per_s=rate, seconds=seconds, generator_behind=late["behind"])
+    return result
+
+
+def per_saga_work(order_ids: list[str]) -> dict[str, float]:
+    """Deliveries handled (inbox rows) and events emitted (outbox rows) per saga, over all services."""
+    deliveries = events = 0
+    for service in SERVICES:
+        with psycopg2.connect(**database_params(service), connect_timeout=5) as conn, conn.cursor() as c:
+            c.execute("SELECT count(*) FROM messaging_inbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
+            deliveries += c.fetchone()[0]
+            c.execute("SELECT count(*) FROM messaging_outbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
+            events += c.fetchone()[0]
+        conn.close()
+    n = max(1, len(order_ids))
+    # A transaction per delivery, one for the POST, one relay claim-and-mark per event
+    # (fewer under load, when the relay publishes several rows per transaction).
+    return {
+        "deliveries": round(deliveries / n, 2),
+        "events": round(events / n, 2),
+        "transactions": round((deliveries + events) / n + 1, 2),
+    }
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds this machine spent busy (all cores, all processes) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def restart_with_workers(workers: int) -> None:
+    env = dict(os.environ)
+    for service in SERVICES:
+        env[f"SAGA_{service.upper()}_WORKERS"] = str(workers)
+    restart_stack(env)
+
+
+def restart_stack(env: dict[str, str]) -> None:
+    """`make up` with ``env``: restarts exactly the programs whose settings changed."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "stack.sh"), "up"], env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"could not restart the stack:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def plot(report: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib is not installed: no plot")
+        return False
+    points = report["open_loop"]
+    if not points:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    offered = [p["offered_per_s"] for p in points]
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        left.plot(offered, [p.get(key) or float("nan") for p in points], style, label=key.split("_")[0])
+    left.set_xlabel("offered load (orders/s)")
+    left.set_ylabel("POST → terminal state (ms)")
+    left.set_yscale("log")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend()
+    left.set_title("Latency against offered load")
+    right.plot(offered, offered, ":", color="grey", label="offered")
+    right.plot(offered, [p.get("sagas_per_s") or 0 for p in points], "o-", label="terminal sagas/s")
+    ceiling = report["ceiling"].get("sagas_per_s")
+    if ceiling:
+        right.axhline(ceiling, color="red", linestyle="--", label=f"raw ceiling {ceiling:.0f}/s")
+    right.set_xlabel("offered load (orders/s)")
+    right.set_ylabel("sagas/s")
+    right.grid(True, alpha=0.3)
+    right.legend()
+    right.set_title("Throughput")
+    fig.suptitle(f"make bench — {report['started_at']}  ({report['machine']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = []
+    c = report["ceiling"]
+    lines.append(
+        f"raw ceiling: broker {c['broker_msgs_per_s']:.0f} msg/s (batched confirms), "
+        f"{c['broker_confirm_each_msgs_per_s']:.0f} msg/s (confirm each); "
+        f"SQL step {c['sql_steps_per_s']:.0f}/s at {c['sql_clients']} clients → "
+        f"{c['sagas_per_s']:.0f} sagas/s for {c['deliveries']} deliveries + {c['transactions']} transactions"
+    )
+    header = f"{'run':<28}{'orders':>7}{'sagas/s':>9}{'÷ceiling':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    lines += [header, "-" * len(header)]
+
+    def row(name: str, r: dict[str, Any]) -> None:
+        ratio = (r.get("sagas_per_s") or 0) / c["sagas_per_s"] if c.get("sagas_per_s") else 0
+        lines.append(
+            f"{name:<28}{r['orders']:>7}{r.get('sagas_per_s') or 0:>9.1f}{ratio:>9.2f}"
+            f"{r.get('p50_ms') or 0:>9.0f}{r.get('p95_ms') or 0:>9.0f}{r.get('p99_ms') or 0:>9.0f}"
+        )
+
+    row("idle, one at a time", report["idle"])
+    row(f"closed loop, C={report['closed_loop']['concurrency']}", report["closed_loop"])
+    for point in report["open_loop"]:
+        row(f"open loop {point['offered_per_s']:g}/s × {point['seconds']:g} s", point)
+    for point in report.get("scale_out", []):
+        row(f"closed loop, {point['workers']} worker(s)/svc", point)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: does the bench work?")
+    parser.add_argument("--orders", type=int, default=600, help="closed loop: orders (default 600)")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed loop: clients (default 32)")
+    parser.add_argument("--rates", default="10,25,50,75,100", help="open loop: offered orders/s")
+    parser.add_argument("--seconds", type=float, default=20, help="open loop: seconds per rate")
+    parser.add_argument("--idle", type=int, default=30, help="idle latency: sequential orders")
+    parser.add_argument("--scale", default="", help="closed loop again with these workers per service")
+    parser.add_argument("--ceiling-seconds", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.smoke:
+        args.orders, args.concurrency, args.rates, args.seconds = 20, 4, "5", 3
+        args.idle, args.scale, args.ceiling_seconds = 3, "", 1.0
+
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{os.cpu_count()} cores",
+        "smoke": args.smoke,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "workers": {s: int(os.environ.get(f"SAGA_{s.upper()}_WORKERS", "1")) for s in SERVICES},
+    }
+    say("raw ceiling: plain kombu publish→consume with confirms, plain-SQL saga step")
+    broker = bench_ceiling.broker_ceiling(BROKER_URL, seconds=args.ceiling_seconds)
+    sql = bench_ceiling.sql_ceiling(database_params("order"), clients=4, seconds=args.ceiling_seconds)
+
+    run = uuid.uuid4().hex[:6]
+    world = World(Api(), run, prefix="bench", skus=50, customers=50)
+    watcher = Watcher()
+    runner = Runner(world, watcher, args.seed)
+    try:
+        say(f"idle latency: {args.idle} success-path orders, one at a time")
+        report["idle"] = idle_latency(runner, args.idle)
+        say(f"closed loop: {args.orders} orders at concurrency {args.concurrency}")
+        report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency)
+        report["open_loop"] = []
+        for rate in [float(r) for r in args.rates.split(",") if r.strip()]:
+            say(f"open loop: {rate:g} orders/s for {args.seconds:g} s")
+            report["open_loop"].append(open_loop(runner, rate, args.seconds))
+        work = per_saga_work(list(watcher.finished))
+        report["scale_out"] = []
+        for workers in [int(w) for w in args.scale.split(",") if w.strip()]:
+            say(f"scale-out: restarting every service with {workers} worker process(es)")
+            restart_with_workers(workers)
+            point = closed_loop(runner, args.orders, args.concurrency)
+            point["workers"] = workers
+            report["scale_out"].append(point)
+        if args.scale:
+            say("scale-out: restoring the stack's own worker counts")
+            restart_stack(dict(os.environ))
+    finally:
+        watcher.close()
+
+    broker_rate = broker["confirm_batched"]["msgs_per_s"]
+    sql_rate = sql[f"steps_per_s_{sql['clients']}"]
+    report["ceiling"] = {
+        "broker_msgs_per_s": broker_rate,
+        "broker_confirm_each_msgs_per_s": broker["confirm_each"]["msgs_per_s"],
+        "sql_steps_per_s": sql_rate,
+        "sql_steps_per_s_1": sql["steps_per_s_1"],
+        "sql_clients": sql["clients"],
+        **work,
+        "sagas_per_s": round(
+            bench_ceiling.saga_ceiling(
+                broker_rate, sql_rate, deliveries=work["deliveries"], transactions=work["transactions"]
+            ),
+            1,
+        ),
+        "broker": broker,
+        "sql": sql,
+    }
+    best = max(
+        [report["closed_loop"], *report["open_loop"], *report["scale_out"]],
+        key=lambda r: r.get("sagas_per_s") or 0,
+    )
+    report["best_sagas_per_s"] = best.get("sagas_per_s")
+    report["best_ratio_to_ceiling"] = round(
+        (best.get("sagas_per_s") or 0) / report["ceiling"]["sagas_per_s"], 2
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-smoke' if args.smoke else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    plotted = plot(report, stem.with_suffix(".png"))
+    for suffix in (".json", ".png"):
+        latest = args.out / f"latest{'-smoke' if args.smoke else ''}{suffix}"
+        if stem.with_suffix(suffix).exists():
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(stem.with_suffix(suffix).name)
+    print(table(report))  # noqa: T201 - the report
+    print(f"\nwritten: {stem.with_suffix('.json')}" + (f" and {stem.with_suffix('.png')}" if plotted else ""))  # noqa: T201
+    unfinished = sum(
+        r.get("unfinished", 0) for r in [report["idle"], report["closed_loop"], *report["open_loop"]]
+    )
+    if unfinished:
+        say(f"{unfinished} order(s) did not reach a terminal state within 120 s")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
