@@ -20,9 +20,10 @@ demo: up       ## place one order per saga path and print each timeline
 test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ and processes
 	@scripts/test.sh
 
+CHAOS_FAULTS := kill,rabbitmq,postgres,duplicate,delay,network
 chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 FAULTS=kill,rabbitmq,...
 	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
-		--faults $(or $(FAULTS),kill,rabbitmq,postgres,duplicate,delay,network) $(ARGS)
+		--faults $(or $(FAULTS),$(CHAOS_FAULTS)) $(ARGS)
 
 bench: up      ## throughput and latency against the raw ceiling (≈6 min): make bench ARGS="--smoke"
 	@$(PY) scripts/bench.py $(or $(ARGS),--scale 1,2,4)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from django.conf import settings
 from django.utils.module_loading import import_string
 from kombu import Connection, Exchange, Producer
@@ -96,24 +97,36 @@ class Publisher(_BrokerClient):
         message_id: str | None = None,
         message_type: str | None = None,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm; reconnect next time on error."""
-        producer = self._ensure()
-        try:
-            producer.publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                headers=headers or {},
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=message_id,
-                type=message_type,
-                retry=False,
-            )
-        except Exception:
-            self.close()
-            raise
+        """Publish persistently and wait for the broker's confirm.
+
+        A connection that broke since the last publish (a network cut, a broker restart)
+        is replaced and the publish tried once more at once; a second failure raises.
+        Publishing twice is harmless: every consumer's inbox absorbs a copy.
+        """
+        for last_try in (False, True):
+            producer = self._ensure()
+            try:
+                producer.publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    headers=headers or {},
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=message_id,
+                    type=message_type,
+                    retry=False,
+                )
+                return
+            except MessageNacked:
+                self.close()
+                raise
+            except Exception:
+                self.close()
+                if last_try:
+                    raise
+                log.info("broker connection lost while publishing; reconnecting once")
 
 
 @dataclass(frozen=True)

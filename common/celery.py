@@ -28,7 +28,12 @@ class EventConsumerStep(bootsteps.ConsumerStep):
 
         if getattr(self, "_event_consumer", None) is None:
             self._event_consumer = EventConsumer()
-        declare_service(channel, topology())
+            # The whole topology once per process (exchanges, tiers, parking lot: durable,
+            # they outlive a broker restart). After a reconnect the consumers re-declare
+            # their own queues and bindings, which is all a restarted broker can be missing
+            # that we consume from; re-declaring everything cost a second per reconnect
+            # on a slow network (make chaos).
+            declare_service(channel, topology())
         log.info("consuming %s", topology().events_queue.name)
         return [self._event_consumer.consumer(channel), self._event_consumer.parked_consumer(channel)]
 

@@ -28,7 +28,7 @@ from common.context import handling
 from common.contracts import validate_envelope
 from common.envelope import Envelope, EnvelopeError, utcnow
 from common.inbox import inbox_claim
-from common.observability import consuming
+from common.observability import consuming, trace_id_of
 from common.parking import (
     ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
@@ -149,7 +149,7 @@ def _log_extra(outcome: Outcome, attempt: int) -> dict[str, Any]:
         "saga_id": envelope.saga_id if envelope else None,
         "event_id": envelope.event_id if envelope else None,
         "event_type": envelope.event_type if envelope else None,
-        "trace_id": (envelope.trace.get("traceparent", "")[3:35] if envelope else None),
+        "trace_id": (trace_id_of(envelope.trace) or None) if envelope else None,
         "attempt": attempt,
     }
 

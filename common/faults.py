@@ -82,16 +82,16 @@ class _Config:
         self._file_faults: list[Fault] = []
 
     def faults(self) -> list[Fault]:
-        if self._file:
-            path = Path(self._file)
+        if self._file:  # one stat() per call: a changed file applies to the very next delivery
+            path = self._file
             try:
-                mtime = path.stat().st_mtime
+                mtime = os.stat(path).st_mtime
             except FileNotFoundError:
                 self._file_mtime, self._file_faults = None, []
             else:
                 if mtime != self._file_mtime:
                     try:
-                        self._file_faults = parse(path.read_text())
+                        self._file_faults = parse(Path(path).read_text())
                     except ValueError:
                         log.exception("ignoring invalid fault file %s", path)
                         self._file_faults = []

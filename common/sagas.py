@@ -4,6 +4,7 @@ and the notices that put retries and parked messages on the saga's timeline."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import connection
 
@@ -34,6 +35,22 @@ def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
 
 def saga_is_cancelled(saga_id: str) -> bool:
     return CancelledSaga.objects.filter(saga_id=saga_id).exists()
+
+
+# "Was this saga cancelled?" as an SQL expression (one parameter: the saga id), for a
+# handler to ask it together with its own questions in one round trip (see ``saga_facts``).
+CANCELLED_SQL = f"EXISTS (SELECT 1 FROM {CancelledSaga._meta.db_table} WHERE saga_id = %s)"
+
+
+def saga_facts(*expressions: str, params: list[Any]) -> tuple[Any, ...]:
+    """Evaluate several SQL expressions about a saga in one round trip: ``SELECT a, b, …``.
+
+    Handlers run for every event; asking "already done? cancelled? …" in one statement
+    instead of one ORM query each is most of the difference in their CPU cost.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(expressions), params)
+        return cursor.fetchone()
 
 
 def note_retried(*, event_type: str, event_id: str, attempts: int, last_error: str) -> None:

@@ -129,8 +129,13 @@ class Load:
 class Faults:
     """Injects each enabled fault kind at random moments (every kind early on, then at random)."""
 
-    def __init__(self, kinds: list[str], seed: int, proxy: subprocess.Popen | None) -> None:
+    def __init__(
+        self, kinds: list[str], seed: int, proxy: subprocess.Popen | None, broker_gap: float = 30.0
+    ) -> None:
         self.kinds, self.rng, self.proxy = kinds, random.Random(seed + 1), proxy
+        self.broker_gap = broker_gap
+        self.broker_last = -float("inf")
+        self.broker_down = 0.0  # seconds RabbitMQ was really unavailable, over the run
         self.injected = Counter()
         self.log: list[dict[str, Any]] = []
         self.stop = threading.Event()
@@ -159,11 +164,19 @@ class Faults:
             ctl("signal", "KILL", target, check=False)
             return f"SIGKILL {target}"
         if kind == "rabbitmq":
+            # The outage is what the services see: from the moment stop_app starts closing
+            # their connections until start_app has the node serving again (stop_app alone
+            # takes seconds: it closes every connection and flushes the queues).
             down = self.rng.uniform(1, 4)
+            began = time.monotonic()
             rabbitmqctl("stop_app")
+            stopping = time.monotonic() - began
             self.stop.wait(down)
             rabbitmqctl("start_app")
-            return f"RabbitMQ stopped for {down:.1f}s"
+            outage = time.monotonic() - began
+            self.broker_down += outage
+            self.broker_last = time.monotonic()
+            return f"RabbitMQ unavailable {outage:.1f}s (stop_app {stopping:.1f}s, then {down:.1f}s stopped)"
         if kind == "postgres":
             return f"terminated {terminate_db_connections()} PostgreSQL connections"
         if kind in ("duplicate", "delay"):
@@ -185,6 +198,10 @@ class Faults:
             if self.stop.is_set():
                 break
             kind = first.pop(0) if first else self.rng.choice(self.kinds)
+            if kind == "rabbitmq" and time.monotonic() - self.broker_last < self.broker_gap:
+                # A whole-broker outage at most every broker_gap seconds: denser, and no saga
+                # could finish within its deadline, which would prove nothing.
+                kind = self.rng.choice([k for k in self.kinds if k != "rabbitmq"] or ["rabbitmq"])
             try:
                 what = self.inject(kind)
             except Exception as exc:  # noqa: BLE001 - a failed injection is reported, not fatal
@@ -262,7 +279,7 @@ def run_chaos(
     world = World(api, run)
     duplicates_before = counters(api, "saga_deliveries_total", outcome="duplicate")
     load = Load(world, args.rate, args.seed)
-    faults = Faults(kinds, args.seed, proxy)
+    faults = Faults(kinds, args.seed, proxy, broker_gap=args.broker_gap)
     threads = [
         threading.Thread(target=load.run, daemon=True),
         threading.Thread(target=faults.run, daemon=True),
@@ -270,16 +287,18 @@ def run_chaos(
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    while time.monotonic() - started < args.duration:
-        time.sleep(min(10, args.duration - (time.monotonic() - started)))
-        say(
-            f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
-            f"{sum(faults.injected.values())} faults injected"
-        )
-    say("stopping the faults and the load")
-    faults.calm(threads[1])
-    load.finish()
-    threads[0].join(timeout=30)
+    try:
+        while time.monotonic() - started < args.duration:
+            time.sleep(min(10, args.duration - (time.monotonic() - started)))
+            say(
+                f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
+                f"{sum(faults.injected.values())} faults injected"
+            )
+    finally:  # also on Ctrl-C: no fault may outlive the run
+        say("stopping the faults and the load")
+        faults.calm(threads[1])
+        load.finish()
+        threads[0].join(timeout=30)
     say("waiting for the system to go quiet")
     quiet_seconds = quiesce(api, world, args.quiet_timeout)
     say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
@@ -321,6 +340,7 @@ def run_chaos(
         "faults_injected": dict(faults.injected),
         "fault_log": faults.log,
         "proxy": proxy_stats,
+        "broker_unavailable_seconds": round(faults.broker_down, 1),
         "cancelled_by_deadline": deadline_cancelled,
         "seconds_to_quiet": round(quiet_seconds, 1),
         "audit_exit_code": audit_run.returncode,
@@ -339,6 +359,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=4, help="orders placed per second")
     parser.add_argument("--faults", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--broker-gap", type=float, default=30, help="at least this many seconds between RabbitMQ outages"
+    )
     parser.add_argument("--quiet-timeout", type=float, default=300, help="max seconds to wait for quiet")
     parser.add_argument("--report", default=str(ROOT / "var" / "chaos" / "report.json"))
     parser.add_argument("--proxy-port", type=int, default=5673)
@@ -356,8 +379,9 @@ def main(argv: list[str]) -> int:
         "SAGA_RETRY_DELAYS": base_env.get("SAGA_CHAOS_RETRY_DELAYS", "1,5,30"),
         "SAGA_ORDER_DEADLINE_SECONDS": base_env.get("SAGA_CHAOS_DEADLINE_SECONDS", "30"),
     }
-    # The contended services get two worker processes unless told otherwise.
-    for name in ("SAGA_INVENTORY_WORKERS", "SAGA_PAYMENT_WORKERS"):
+    # The contended services, and the order service (it consumes the most events: every
+    # outcome and every compensation), get two worker processes unless told otherwise.
+    for name in ("SAGA_ORDER_WORKERS", "SAGA_INVENTORY_WORKERS", "SAGA_PAYMENT_WORKERS"):
         chaos_env.setdefault(name, "2")
     proxy = None
     if "network" in kinds:
@@ -416,6 +440,11 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes_by_path"][path].items()))
         print(f"{path:<20} {placed:>7}  {outcomes}  ({report['expected_by_path'][path]})")
     print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(report["faults_injected"].items())))
+    if report.get("broker_unavailable_seconds"):
+        print(
+            f"RabbitMQ unavailable: {report['broker_unavailable_seconds']:.0f}s in all "
+            f"({100 * report['broker_unavailable_seconds'] / report['duration_seconds']:.0f}% of the run)"
+        )
     if report["proxy"]:
         print(
             f"network proxy: {report['proxy'].get('connections')} connections, "

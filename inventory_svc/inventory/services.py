@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from common import metrics
 from common.errors import AlreadyExists
 from common.outbox import emit
-from common.sagas import saga_is_cancelled, saga_mark_cancelled
+from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,15 @@ def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Pr
 
 def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, Any]]) -> None:
     """Reserve every line or none: InventoryReserved (priced) or InventoryRejected."""
-    if Reservation.objects.filter(order_id=order_id).exists():
+    reserved, cancelled = saga_facts(
+        f"EXISTS (SELECT 1 FROM {Reservation._meta.db_table} WHERE order_id = %s)",
+        CANCELLED_SQL,
+        params=[order_id, order_id],
+    )
+    if reserved:
         log.info("order %s already has reservations; nothing to do", order_id)
         return
-    if saga_is_cancelled(order_id):
+    if cancelled:
         log.info(
             "order %s was cancelled before it reached inventory: not reserving",
             order_id,
@@ -116,12 +122,12 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
             }
         lines = []
         for sku in sorted(wanted):
-            product = products[sku]
-            _apply(product, available=-wanted[sku], reserved=wanted[sku])
-            Reservation.objects.create(
-                order_id=order_id, product=product, quantity=wanted[sku], unit_price=product.price
-            )
-            lines.append({"sku": sku, "quantity": wanted[sku], "unit_price": f"{product.price:.2f}"})
+            _apply(products[sku], available=-wanted[sku], reserved=wanted[sku])
+            lines.append({"sku": sku, "quantity": wanted[sku], "unit_price": f"{products[sku].price:.2f}"})
+        Reservation.objects.bulk_create(
+            Reservation(order_id=order_id, product=p, quantity=wanted[sku], unit_price=p.price)
+            for sku, p in sorted(products.items())
+        )
         total = sum(Decimal(line["unit_price"]) * line["quantity"] for line in lines)
         return "InventoryReserved", {"customer_id": customer_id, "total": f"{total:.2f}", "lines": lines}
 
@@ -139,11 +145,12 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
             .order_by("product_id")
         )
         for reservation in reservations:
-            product = reservation.product
             back = reservation.quantity if to == ReservationStatus.RELEASED else 0
-            _apply(product, available=back, reserved=-reservation.quantity)
-            reservation.status = to
-            reservation.save(update_fields=["status", "updated_at"])
+            _apply(reservation.product, available=back, reserved=-reservation.quantity)
+        if reservations:  # one UPDATE for all of them
+            Reservation.objects.filter(id__in=[r.id for r in reservations]).update(
+                status=to, updated_at=timezone.now()
+            )
         return [{"sku": r.product_id, "quantity": r.quantity} for r in reservations]
 
     return _with_occ(attempt, what=f"{to.lower()} order {order_id}")

@@ -16,7 +16,7 @@ from django.db.models import F
 
 from common.errors import AlreadyExists
 from common.outbox import emit
-from common.sagas import saga_is_cancelled, saga_mark_cancelled
+from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from payment_svc.payments.models import Account, Payment, PaymentKind
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,19 @@ def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str
 
 def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     """Charge the order's total once: PaymentCompleted or PaymentDeclined."""
-    if Payment.objects.filter(order_id=order_id, kind=PaymentKind.CHARGE).exists():
+    charged_before, cancelled, known = saga_facts(
+        f"EXISTS (SELECT 1 FROM {Payment._meta.db_table} WHERE order_id = %s AND kind = %s)",
+        CANCELLED_SQL,
+        f"EXISTS (SELECT 1 FROM {Account._meta.db_table} WHERE customer_id = %s)",
+        params=[order_id, PaymentKind.CHARGE.value, order_id, customer_id],
+    )
+    if charged_before:
         return
-    if saga_is_cancelled(order_id):
+    if cancelled:
         log.info("order %s was cancelled before payment: not charging", order_id, extra={"saga_id": order_id})
         return
     money = f"{amount:.2f}"
-    if not Account.objects.filter(customer_id=customer_id).exists():
+    if not known:
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
     charged = Account.objects.filter(customer_id=customer_id, balance__gte=amount).update(

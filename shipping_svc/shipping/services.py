@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from common.outbox import emit
-from common.sagas import saga_is_cancelled, saga_mark_cancelled
+from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from shipping_svc.shipping.models import Destination, Shipment, ShipmentStatus
 
 log = logging.getLogger(__name__)
@@ -24,24 +24,29 @@ def country_served(country: str) -> bool:
 
 
 def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
-    Destination.objects.get_or_create(
-        order_id=order_id, defaults={"country": address["country"], "address": address}
+    # Once per order (a duplicate changes nothing): one INSERT … ON CONFLICT DO NOTHING.
+    Destination.objects.bulk_create(
+        [Destination(order_id=order_id, country=address["country"], address=address)], ignore_conflicts=True
     )
 
 
 def shipment_schedule(*, order_id: str) -> None:
     """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment)."""
-    if Shipment.objects.filter(order_id=order_id).exists():
+    scheduled, cancelled, country = saga_facts(
+        f"EXISTS (SELECT 1 FROM {Shipment._meta.db_table} WHERE order_id = %s)",
+        CANCELLED_SQL,
+        f"(SELECT country FROM {Destination._meta.db_table} WHERE order_id = %s)",
+        params=[order_id, order_id, order_id],
+    )
+    if scheduled:
         return
-    if saga_is_cancelled(order_id):
+    if cancelled:
         log.info(
             "order %s was cancelled before shipping: not scheduling", order_id, extra={"saga_id": order_id}
         )
         return
-    destination = Destination.objects.filter(order_id=order_id).first()
-    if destination is None:
+    if country is None:
         raise DestinationUnknown(f"no destination recorded yet for order {order_id}")
-    country = destination.country
     if not country_served(country):
         emit(
             event_type="ShipmentFailed",

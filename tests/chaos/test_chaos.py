@@ -37,6 +37,8 @@ def test_a_short_chaos_run_keeps_every_saga_consistent() -> None:
     assert set(report["faults_injected"]) == KINDS, report["faults_injected"]
     assert all(count > 0 for count in report["orders_by_path"].values()), report["orders_by_path"]
     assert report["violations"] == 0, report["violation_samples"]
+    # Faults slow sagas down (some miss their deadline and are undone), but never stop them.
+    assert report["outcomes_by_path"]["success"].get("COMPLETED", 0) > 0, report["outcomes_by_path"]
     assert report["lost_events"] == {"orders_not_terminal": 0, "unroutable_messages": 0}
     assert report["seconds_to_quiet"] >= 0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

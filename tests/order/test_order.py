@@ -11,6 +11,7 @@ from django.utils import timezone
 from common.consumer import Disposition
 from common.contracts import validate_payload
 from common.messaging.models import OutboxMessage
+from common.observability import trace_id_of
 from common.outbox import OutsideTransactionError, emit
 from order_svc.orders import services
 from order_svc.orders.models import IllegalTransition, Order, OrderStatus
@@ -83,6 +84,8 @@ def test_outbox_row_commits_with_the_order_or_not_at_all() -> None:
     assert event["payload"]["items"] == [{"sku": "a", "quantity": 2}, {"sku": "b", "quantity": 1}]
     validate_payload("OrderPlaced", 1, event["payload"])
     assert event["trace"]["traceparent"].startswith("00-")
+    # Tracing is off here (no exporter): still, the saga's events carry the order's trace.
+    assert trace_id_of(event["trace"]) == trace_id_of(order.trace_context) != ""
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,57 @@
+"""`make bench` works (a smoke-sized run): it measures, it writes JSON and a plot.
+
+It checks that the benchmark runs end to end against the real stack and that its
+figures are consistent, not how fast anything is (speed is for `make bench`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT
+
+
+def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "raw ceiling" in result.stdout
+    assert "closed loop" in result.stdout
+    report = json.loads((tmp_path / "latest-smoke.json").read_text())
+    assert (tmp_path / "latest-smoke.png").stat().st_size > 10_000
+
+    ceiling = report["ceiling"]
+    batched = ceiling["broker"]["confirm_batched"]
+    assert batched["consumed"] == batched["published"]
+    assert ceiling["broker_msgs_per_s"] > 0
+    assert ceiling["sql_steps_per_s"] > 0
+    # A saga needs at least its forward deliveries, and one transaction more than it has deliveries.
+    assert ceiling["deliveries"] >= 2
+    assert ceiling["transactions"] > ceiling["deliveries"]
+    assert ceiling["sagas_per_s"] > 0
+
+    closed = report["closed_loop"]
+    assert closed["orders"] == 20
+    assert closed["unfinished"] == 0
+    assert sum(closed["outcomes"].values()) == 20
+    assert closed["p50_ms"] <= closed["p95_ms"] <= closed["p99_ms"] <= closed["max_ms"]
+    assert closed["sagas_per_s"] > 0
+    assert report["idle"]["outcomes"] == {"COMPLETED": report["idle"]["orders"]}
+    [point] = report["open_loop"]
+    assert point["offered_per_s"] == 5
+    assert point["unfinished"] == 0
+    # Every path's orders ended the way that path ends (out of stock is always rejected, …).
+    for path, figures in closed["by_path"].items():
+        assert sum(figures["outcomes"].values()) == figures["orders"], (path, figures)
+    assert set(closed["by_path"].get("out_of_stock", {}).get("outcomes", {})) <= {"REJECTED"}
+    assert report["best_ratio_to_ceiling"] == round(
+        max(r["sagas_per_s"] for r in [closed, point]) / ceiling["sagas_per_s"], 2
+    )
