@@ -25,8 +25,9 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
 		--faults $(or $(FAULTS),$(CHAOS_FAULTS)) $(ARGS)
 
-bench: up      ## throughput and latency against the raw ceiling (≈6 min): make bench ARGS="--smoke"
-	@$(PY) scripts/bench.py $(or $(ARGS),--scale 1,2,4)
+BENCH_ARGS := --scale 1,2,4
+bench: up      ## throughput and latency against the raw ceiling (≈10 min): make bench ARGS="--smoke"
+	@$(PY) scripts/bench.py $(or $(ARGS),$(BENCH_ARGS))
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
 	@$(STACK) ctl $(or $(ARGS),status)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: how fast the saga runs, measured against what this machine allows.
 
-    scripts/bench.py                       the full run (≈ 6 minutes)
+    scripts/bench.py                       the full run (≈ 6 minutes; make bench adds --scale 1,2,4)
     scripts/bench.py --smoke               a tiny run that checks the bench works (make test)
     scripts/bench.py --scale 1,2,4         also re-run the closed loop with 1, 2, 4 workers per service
 
@@ -243,7 +243,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
                 say(f"  closed loop: {n}/{orders} placed, {time.monotonic() - started:.0f} s")
             runner.watcher.watch(got[0]).wait(120)
 
-    busy, mine = cpu_busy_seconds(), client_cpu_seconds()
+    busy, mine, per_process = cpu_busy_seconds(), client_cpu_seconds(), cpu_by_process()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
         t.start()
@@ -251,6 +251,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
         t.join()
     result = runner.results(placed, timeout=120)
     busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
+    per_process = cpu_by_process() - per_process
     n = max(1, len(placed))
     result.update(
         concurrency=concurrency,
@@ -259,6 +260,9 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
         cpu_ms_per_saga=round(1000 * busy / n, 1),
         client_cpu_ms_per_saga=round(1000 * mine / n, 1),
         cores_busy=round(busy / max(result.get("span_s") or 1, 1e-6), 2),
+        cpu_ms_per_saga_by_process={
+            name: round(1000 * seconds / n, 2) for name, seconds in per_process.most_common() if seconds > 0
+        },
     )
     return result
 
@@ -316,6 +320,38 @@ def cpu_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process() -> Counter:
+    """CPU seconds used so far by each program of the stack (with its children), PostgreSQL
+    (all its backends), and the kernel's I/O threads; from /proc."""
+    status = subprocess.run(
+        [str(ROOT / "scripts" / "stack.sh"), "ctl", "status"], capture_output=True, text=True, check=False
+    ).stdout
+    programs = {}
+    for line in status.splitlines():
+        parts = line.replace(",", "").split()
+        if "pid" in parts:
+            programs[int(parts[parts.index("pid") + 1])] = parts[0].split(":")[0]
+    tick, used = os.sysconf("SC_CLK_TCK"), Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, ppid = int(entry.name), int(fields[1])
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if name == "postgres":
+            used["postgres"] += seconds
+        elif pid in programs or ppid in programs:
+            used[programs.get(pid) or programs[ppid]] += seconds
+        elif name.startswith(("kworker", "jbd2")):
+            used["kernel I/O"] += seconds
+    return used
 
 
 def client_cpu_seconds() -> float:
@@ -403,6 +439,13 @@ def table(report: dict[str, Any]) -> str:
         row(f"open loop {point['offered_per_s']:g}/s × {point['seconds']:g} s", point)
     for point in report.get("scale_out", []):
         row(f"closed loop, {point['workers']} worker(s)/svc", point)
+    closed = report["closed_loop"]
+    if closed.get("cpu_ms_per_saga"):
+        top = ", ".join(f"{k} {v:.1f}" for k, v in list(closed["cpu_ms_per_saga_by_process"].items())[:8])
+        lines.append(
+            f"closed loop: {closed['cpu_ms_per_saga']:.0f} CPU-ms per saga, {closed['cores_busy']:.2f} cores "
+            f"busy (load generator {closed['client_cpu_ms_per_saga']:.0f}); by process: {top}"
+        )
     return "\n".join(lines)
 
 
