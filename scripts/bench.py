@@ -454,7 +454,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny run: does the bench work?")
     parser.add_argument("--orders", type=int, default=600, help="closed loop: orders (default 600)")
     parser.add_argument("--concurrency", type=int, default=32, help="closed loop: clients (default 32)")
-    parser.add_argument("--rates", default="10,25,50,75,100", help="open loop: offered orders/s")
+    parser.add_argument("--rates", default="10,20,30,40,50,75", help="open loop: offered orders/s")
     parser.add_argument("--seconds", type=float, default=20, help="open loop: seconds per rate")
     parser.add_argument("--idle", type=int, default=30, help="idle latency: sequential orders")
     parser.add_argument("--scale", default="", help="closed loop again with these workers per service")
