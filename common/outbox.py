@@ -45,20 +45,29 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
     # A producer never publishes what its consumers would park: check the contract here,
     # inside the transaction, so a violation fails (and is retried/parked) where it was made.
     validate_envelope(envelope)
+    body = envelope.to_json()
+    on_commit = settings.SAGA_PUBLISH_ON_COMMIT
     # The row and the NOTIFY in one round trip (this runs for every event of every saga).
+    # Publishing on commit, nobody needs waking: the relay only sweeps what that missed.
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {OutboxMessage._meta.db_table}"
             " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 0, ''); SELECT pg_notify(%s, '')",
+            " VALUES (%s, %s, %s, %s, %s, %s, 0, '')"
+            + (" RETURNING id" if on_commit else "; SELECT pg_notify(%s, '')"),
             [
                 envelope.event_id,
                 envelope.event_type,
                 envelope.routing_key,
                 envelope.saga_id,
-                envelope.to_json(),
+                body,
                 envelope.occurred_at,
-                notify_channel(settings.SERVICE_NAME),
+                *([] if on_commit else [notify_channel(settings.SERVICE_NAME)]),
             ],
         )
+        row_id = cursor.fetchone()[0] if on_commit else None
+    if on_commit:
+        from common.direct import publish_after_commit
+
+        publish_after_commit(row_id, envelope, body)
     return envelope

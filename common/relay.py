@@ -58,10 +58,17 @@ class Relay:
         the transaction that claimed them.
         """
         with transaction.atomic(), connection.cursor() as cursor:
+            # Publishing on commit, a fresh row is probably being published right now by the
+            # process that wrote it: leave it that long (a copy would be harmless, but waste).
+            fresh = (
+                [settings.SAGA_RELAY_GRACE_SECONDS] if settings.SAGA_PUBLISH_ON_COMMIT else []
+            )  # and only then: with NOTIFY, the row just committed is the one to publish
             cursor.execute(
                 f"SELECT id, event_id, event_type, routing_key, saga_id, body, publish_attempts FROM {TABLE}"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                [self.batch],
+                " WHERE published_at IS NULL"
+                + (" AND created_at <= now() - %s * interval '1 second'" if fresh else "")
+                + " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [*fresh, self.batch],
             )
             rows = cursor.fetchall()
             if not rows:

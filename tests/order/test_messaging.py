@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from urllib.parse import urlparse
 
 import pytest
+from django.db import transaction
 from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 
-from common import faults
+from common import direct, faults
 from common.broker import BatchPublisher, Publisher, topology
 from common.consumer import (
     ATTEMPT_HEADER,
@@ -23,11 +26,21 @@ from common.relay import Relay
 from common.topology import EVENTS_EXCHANGE, UNROUTABLE_QUEUE, declare_service
 from order_svc.orders import services
 from tests.events import envelope
+from tests.support import poll
 
 
 @pytest.fixture
 def broker(settings):
     """A clean view of the test vhost: this service's topology declared, queues purged."""
+    # These tests purge queues and publish garbage: never against the running stack's vhost
+    # (the stack's workers would consume it). scripts/test.sh points them at saga_test.
+    vhost = urlparse(settings.SAGA_BROKER_URL).path.lstrip("/")
+    if not vhost.endswith("_test"):
+        pytest.exit(
+            f"SAGA_BROKER_URL uses vhost {vhost!r}, not a test vhost: run these tests with "
+            "scripts/test.sh order (or set SAGA_BROKER_URL to the saga_test vhost)",
+            returncode=2,
+        )
     with Connection(settings.SAGA_BROKER_URL) as conn:
         channel = conn.channel()
         declare_service(channel, topology())
@@ -93,6 +106,52 @@ def test_relay_publishes_a_backlog_in_one_confirmed_batch_oldest_first(spy) -> N
     got = [json.loads(m.body)["saga_id"] for m in drain(spy, 5)]
     assert got == order_ids
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_sends_at_commit_and_marks_the_row(spy, settings) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    order_id = place()
+    [message] = drain(spy, 1)  # no relay ran
+    assert json.loads(message.body)["saga_id"] == order_id
+    assert message.properties["delivery_mode"] == 2
+    assert OutboxMessage.objects.get(saga_id=order_id).published_at is not None
+    assert Relay().publish_pending() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_is_never_sent_for_a_rolled_back_transaction(spy, settings) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+
+    def place_then_fail() -> None:
+        with transaction.atomic():
+            place()
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        place_then_fail()
+    assert drain(spy, 1, timeout=1.0) == []
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_failing_leaves_the_row_to_the_relay_after_the_grace(
+    spy, settings, monkeypatch
+) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    settings.SAGA_RELAY_GRACE_SECONDS = 3.0
+    monkeypatch.setattr(direct, "_publisher", lambda: Publisher("amqp://saga:saga@127.0.0.1:1/saga_test"))
+    monkeypatch.setattr(direct._local, "broker_down_until", 0.0, raising=False)
+    started = time.monotonic()
+    order_id = place()  # its publish on commit fails (nothing listens on port 1), quickly
+    assert OutboxMessage.objects.get(saga_id=order_id).published_at is None
+    assert Relay().publish_pending() == 0  # too fresh: maybe being published right now
+    poll(lambda: Relay().publish_pending(), lambda n: n == 1, timeout=10, what="the relay to take the row")
+    assert time.monotonic() - started >= 2.5
+    # Meanwhile later events do not try the broker again one by one: the relay has them.
+    assert direct._local.broker_down_until > started
+    [message] = drain(spy, 1)
+    assert json.loads(message.body)["saga_id"] == order_id
 
 
 @pytest.mark.django_db(transaction=True)
