@@ -104,7 +104,7 @@ def _handle(envelope: Envelope, registration: Any, *, service: str, attempt: int
         ) as span,
         transaction.atomic(),
     ):
-        if not inbox_claim(envelope, lock_saga=True):
+        if not inbox_claim(envelope):
             span.set_attribute("saga.duplicate", True)
             return Outcome(Disposition.DUPLICATE, "already handled", envelope)
         with handling(envelope):

@@ -9,16 +9,16 @@ from common.envelope import Envelope
 from common.sagas import saga_lock_key
 
 
-def inbox_claim(envelope: Envelope, *, lock_saga: bool = False) -> bool:
-    """Record ``envelope`` as handled; False if it already was (a duplicate).
+def inbox_claim(envelope: Envelope) -> bool:
+    """Take the saga's lock, then record ``envelope`` as handled; False if it already was.
 
-    Must run in the same transaction as the handler's effect. A concurrent
-    duplicate blocks on the primary key until the first commits, then sees the
-    conflict: exactly one of them applies the effect. With ``lock_saga``, the
-    saga's lock (see :func:`common.sagas.saga_lock`) is taken first, in the same
-    round trip to the database.
+    Must run in the same transaction as the handler's effect. The lock (see
+    :func:`common.sagas.saga_lock_key`) serialises this service's handlers of one saga;
+    it and the inbox row cost one round trip. A concurrent duplicate blocks on the
+    primary key until the first commits, then sees the conflict: exactly one of them
+    applies the effect.
     """
-    lock = f"SELECT pg_advisory_xact_lock({saga_lock_key(envelope.saga_id)}); " if lock_saga else ""
+    lock = f"SELECT pg_advisory_xact_lock({saga_lock_key(envelope.saga_id)}); "
     with connection.cursor() as cursor:
         cursor.execute(
             lock + "INSERT INTO messaging_inbox (event_id, event_type, saga_id, producer, received_at)"

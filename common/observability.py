@@ -54,15 +54,15 @@ def setup_tracing(service: str) -> None:
     if _configured:
         return
     _configured = True
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
-    )
     exporter = _exporter()
     if exporter is None:
         # Nothing would read the spans: make none (no instrumentation either). Events still
         # carry a W3C trace context from the order on (common/context.py), so log lines
         # and the order's timeline can still be tied together by trace id.
         return
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _exporting = True
     trace.set_tracer_provider(provider)

@@ -12,18 +12,14 @@ from common.messaging.models import CancelledSaga
 from common.registry import NOTICE_EVENTS
 
 
-def saga_lock(saga_id: str) -> None:
-    """Serialise this service's handlers of one saga (a transaction-scoped advisory lock).
-
-    Taken first in every handler transaction, and the only advisory lock a transaction
-    takes, so it cannot take part in a deadlock; ``lock_timeout`` bounds the wait.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [saga_lock_key(saga_id)])
-
-
 def saga_lock_key(saga_id: str) -> int:
-    """The advisory lock key of a saga: 63 bits of its UUID (an int, safe to inline in SQL)."""
+    """The advisory lock key of a saga: 63 bits of its UUID (an int, safe to inline in SQL).
+
+    ``pg_advisory_xact_lock`` on it serialises this service's handlers of one saga
+    (taken by :func:`common.inbox.inbox_claim` first in every handler transaction, and
+    the only advisory lock a transaction takes, so it cannot take part in a deadlock;
+    ``lock_timeout`` bounds the wait).
+    """
     return uuid.UUID(str(saga_id)).int & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -31,10 +27,6 @@ def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
     """Record the cancellation; False if it was already recorded."""
     _, created = CancelledSaga.objects.get_or_create(saga_id=saga_id, defaults={"reason": reason})
     return created
-
-
-def saga_is_cancelled(saga_id: str) -> bool:
-    return CancelledSaga.objects.filter(saga_id=saga_id).exists()
 
 
 # "Was this saga cancelled?" as an SQL expression (one parameter: the saga id), for a

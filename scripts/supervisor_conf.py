@@ -35,6 +35,8 @@ def rabbitmq_env() -> dict[str, str]:
         "ERL_EPMD_ADDRESS": "127.0.0.1",
         "RABBITMQ_MNESIA_BASE": str(VAR / "rabbitmq" / "mnesia"),
         "RABBITMQ_LOG_BASE": str(VAR / "log" / "rabbitmq"),
+        # Erlang writes erl_crash.dump into its working directory otherwise (the checkout).
+        "ERL_CRASH_DUMP": str(VAR / "log" / "rabbitmq" / "erl_crash.dump"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(VAR / "rabbitmq" / "enabled_plugins"),
         "RABBITMQ_CONFIG_FILE": str(VAR / "rabbitmq" / "rabbitmq.conf"),
         "RABBITMQ_ADVANCED_CONFIG_FILE": str(VAR / "rabbitmq" / "advanced.config"),
