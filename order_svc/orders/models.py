@@ -4,8 +4,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import models
-from django.db.models import Case, Value, When
+from django.db import connection, models
 from django.utils import timezone
 
 
@@ -71,13 +70,14 @@ class Order(models.Model):
     def price(self, *, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
         """Record what inventory priced; allowed in any state (it is a fact)."""
         self.total = total
-        if unit_prices:  # one UPDATE for all lines
-            self.lines.filter(sku__in=unit_prices).update(
-                unit_price=Case(
-                    *(When(sku=sku, then=Value(price)) for sku, price in unit_prices.items()),
-                    output_field=models.DecimalField(max_digits=12, decimal_places=2),
+        if unit_prices:  # one plain UPDATE for all lines (this runs for every saga)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {OrderLine._meta.db_table} AS line SET unit_price = priced.price"
+                    " FROM unnest(%s::varchar[], %s::numeric[]) AS priced(sku, price)"
+                    " WHERE line.order_id = %s AND line.sku = priced.sku",
+                    [list(unit_prices), list(unit_prices.values()), self.id],
                 )
-            )
 
     def mark_rejected(self, *, reason: str) -> None:
         self._require(OrderStatus.PENDING, to=OrderStatus.REJECTED)

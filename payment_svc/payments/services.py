@@ -9,10 +9,12 @@ needs no retry loop. "Never charge twice" is the unique (order, kind) constraint
 from __future__ import annotations
 
 import logging
+import uuid
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from common.errors import AlreadyExists
 from common.outbox import emit
@@ -59,9 +61,17 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     if not known:
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
-    charged = Account.objects.filter(customer_id=customer_id, balance__gte=amount).update(
-        balance=F("balance") - amount
-    )
+    # Debit only if the balance covers it, and record the charge, in one statement.
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH debited AS (UPDATE {Account._meta.db_table} SET balance = balance - %s, updated_at = %s"
+            " WHERE customer_id = %s AND balance >= %s RETURNING customer_id)"
+            f" INSERT INTO {Payment._meta.db_table} (id, order_id, customer_id, kind, amount, created_at)"
+            " SELECT %s, %s, customer_id, %s, %s, %s FROM debited",
+            [amount, now, customer_id, amount, uuid.uuid4(), order_id, PaymentKind.CHARGE.value, amount, now],
+        )
+        charged = cursor.rowcount == 1
     if not charged:
         _decline(
             order_id,
@@ -71,7 +81,6 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
             f"insufficient funds: customer {customer_id} cannot pay {money}",
         )
         return
-    Payment.objects.create(order_id=order_id, customer_id=customer_id, kind=PaymentKind.CHARGE, amount=amount)
     emit(
         event_type="PaymentCompleted", saga_id=order_id, payload={"customer_id": customer_id, "amount": money}
     )

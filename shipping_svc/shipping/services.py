@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
 from common.outbox import emit
 from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
@@ -25,9 +29,12 @@ def country_served(country: str) -> bool:
 
 def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
     # Once per order (a duplicate changes nothing): one INSERT … ON CONFLICT DO NOTHING.
-    Destination.objects.bulk_create(
-        [Destination(order_id=order_id, country=address["country"], address=address)], ignore_conflicts=True
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Destination._meta.db_table} (order_id, country, address, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [order_id, address["country"], json.dumps(address), timezone.now()],
+        )
 
 
 def shipment_schedule(*, order_id: str) -> None:
@@ -58,11 +65,17 @@ def shipment_schedule(*, order_id: str) -> None:
             },
         )
         return
-    shipment = Shipment.objects.create(order_id=order_id, country=country)
+    shipment_id, now = uuid.uuid4(), timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Shipment._meta.db_table} (id, order_id, status, country, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [shipment_id, order_id, ShipmentStatus.SCHEDULED.value, country, now, now],
+        )
     emit(
         event_type="ShipmentScheduled",
         saga_id=order_id,
-        payload={"shipment_id": str(shipment.id), "country": country},
+        payload={"shipment_id": str(shipment_id), "country": country},
     )
 
 
