@@ -240,7 +240,8 @@ case "${1:-}" in
     down) down ;;
     deps) deps ;;
     wait) wait_healthy ;;
+    running) supervisord_running ;;
     ctl) shift; ctl "$@" ;;
     rabbitmqctl) shift; rmqctl "$@" ;;
-    *) die "usage: scripts/stack.sh up|down|restart|deps|wait|ctl ARGS|rabbitmqctl ARGS" ;;
+    *) die "usage: scripts/stack.sh up|down|restart|deps|wait|running|ctl ARGS|rabbitmqctl ARGS" ;;
 esac

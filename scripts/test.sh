@@ -12,6 +12,25 @@ ARTIFACTS="$ROOT/test-artifacts"
 TEST_BROKER_URL="amqp://saga:saga@127.0.0.1:${SAGA_AMQP_PORT:-5672}/saga_test"
 SERVICES="order payment inventory shipping"
 ONLY="${1:-all}"
+# The tests reconfigure the stack (below); afterwards it is put back as it was: running
+# with the user's own settings, or stopped. SAGA_TEST_KEEP_STACK=1 leaves it as tested.
+STACK_WAS_RUNNING=0
+scripts/stack.sh running && STACK_WAS_RUNNING=1
+USER_UNSET=() USER_SET=()
+for var in SAGA_RETRY_DELAYS SAGA_ORDER_DEADLINE_SECONDS SAGA_INVENTORY_WORKERS SAGA_PAYMENT_WORKERS; do
+    if [ -n "${!var+x}" ]; then USER_SET+=("$var=${!var}"); else USER_UNSET+=(-u "$var"); fi
+done
+restore_stack() {
+    [ "${SAGA_TEST_KEEP_STACK:-0}" = 1 ] && return
+    if [ "$STACK_WAS_RUNNING" = 1 ]; then
+        echo "==> putting the stack back with its own settings (SAGA_TEST_KEEP_STACK=1 skips this)"
+        env -u SAGA_SPAN_SINK_URL "${USER_UNSET[@]}" "${USER_SET[@]}" scripts/stack.sh up >/dev/null \
+            || echo "could not restore the stack: run make up" >&2
+    else
+        echo "==> stopping the stack the tests started (SAGA_TEST_KEEP_STACK=1 keeps it)"
+        scripts/stack.sh down >/dev/null || true
+    fi
+}
 # The stack under test runs with short retry tiers and deadlines so that parking and
 # timeouts are exercised in seconds; the defaults (1,5,30 s and 30 s) are for real use.
 export SAGA_RETRY_DELAYS="${SAGA_RETRY_DELAYS:-0.5,1,2}"
@@ -27,7 +46,7 @@ scripts/stack.sh deps || exit 1
 mkdir -p var/log
 "$PY" scripts/span_sink.py --port "$SINK_PORT" > var/log/span-sink.log 2>&1 &
 SINK_PID=$!
-trap 'kill "$SINK_PID" 2>/dev/null' EXIT
+trap 'kill "$SINK_PID" 2>/dev/null; restore_stack' EXIT
 export SAGA_SPAN_SINK_URL="http://127.0.0.1:$SINK_PORT"
 OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT="$SAGA_SPAN_SINK_URL" OTEL_BSP_SCHEDULE_DELAY=200 \
     scripts/stack.sh up || { echo "make up failed; no tests run" >&2; exit 1; }
