@@ -236,6 +236,7 @@ def problems(
     graph: Graph,
     *,
     contract_events: Iterable[str] | None = None,
+    contract_producers: Mapping[str, Iterable[str]] | None = None,
     cancellation: str = CANCELLATION,
 ) -> list[str]:
     """Everything wrong with the choreography (see the module docstring), one sentence each."""
@@ -246,6 +247,7 @@ def problems(
         *_unanswered_cancellation(graph, cancellation),
         *_foreign_compensations(graph),
         *([] if contract_events is None else _contract_mismatches(graph, set(contract_events))),
+        *([] if contract_producers is None else _producer_mismatches(graph, contract_producers)),
     ]
 
 
@@ -326,6 +328,20 @@ def _contract_mismatches(graph: Graph, contract_events: set[str]) -> list[str]:
     ]
 
 
+def _producer_mismatches(graph: Graph, contract_producers: Mapping[str, Iterable[str]]) -> list[str]:
+    """Consumers park an event from a producer the contract does not allow: the two must agree."""
+    where = CONTRACTS_FILE.relative_to(ROOT)
+    found = []
+    for event_type, producers in sorted(graph.producers.items()):
+        allowed = set(contract_producers.get(event_type, ()))
+        if producers != allowed:
+            found.append(
+                f"{event_type} is emitted by {_names(producers)} but {where} allows "
+                f"{_names(allowed) if allowed else 'no producer'}: consumers would park it"
+            )
+    return found
+
+
 def describe_service(service: str) -> dict[str, Any]:
     """``./manage.py <service> registry``, parsed."""
     command = [sys.executable, str(MANAGE), service, "registry"]
@@ -386,8 +402,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.check:
         # Notices (MessageRetried, MessageParked) have contracts but are not choreography.
-        contract_events = set(json.loads(CONTRACTS_FILE.read_text())["events"]) - NOTICE_EVENTS
-        found = problems(graph, contract_events=contract_events)
+        contracts = json.loads(CONTRACTS_FILE.read_text())
+        contract_events = set(contracts["events"]) - NOTICE_EVENTS
+        found = problems(graph, contract_events=contract_events, contract_producers=contracts["producers"])
         for problem in found:
             sys.stdout.write(f"{problem}\n")
         if found:

@@ -40,6 +40,7 @@ from common.parking import (
 )
 from common.registry import EventRegistry
 from common.sagas import note_retried
+from common.signing import SIGNATURE_HEADER, distrust
 
 log = logging.getLogger("saga.consumer")
 
@@ -62,14 +63,36 @@ class Outcome:
 
 
 def process_delivery(
-    body: bytes, *, events: EventRegistry, service: str, attempt: int = 0, last_error: str = ""
+    body: bytes,
+    *,
+    events: EventRegistry,
+    service: str,
+    signature: object = None,
+    attempt: int = 0,
+    last_error: str = "",
 ) -> Outcome:
-    """Handle one delivery's body; never raises for a bad message or a failing handler."""
+    """Handle one delivery's body; never raises for a bad message or a failing handler.
+
+    ``signature`` is the delivery's ``x-saga-signature`` header: an event that is not
+    signed by the producer it names, or from a producer not allowed to emit its type,
+    is parked with the reason and never handled (common/signing.py).
+    """
+    if len(body) > settings.SAGA_MAX_EVENT_BYTES:
+        return Outcome(
+            Disposition.PARK,
+            f"malformed event: body of {len(body)} bytes (limit {settings.SAGA_MAX_EVENT_BYTES})",
+        )
     try:
         envelope = Envelope.from_json(body)
         validate_envelope(envelope)
     except EnvelopeError as exc:
         return Outcome(Disposition.PARK, f"malformed event: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a body we cannot even read must not stop the worker
+        log.exception("could not read a delivery's body; parking it")
+        return Outcome(Disposition.PARK, f"malformed event: unreadable ({type(exc).__name__}: {exc})"[:2000])
+    untrusted = distrust(envelope, body, signature)
+    if untrusted is not None:
+        return Outcome(Disposition.PARK, f"untrusted event: {untrusted}", envelope)
     registration = events.get(envelope.event_type)
     if registration is None:
         return Outcome(
@@ -255,6 +278,7 @@ class EventConsumer:
             raw_body(message),
             events=self.events,
             service=self.service,
+            signature=headers.get(SIGNATURE_HEADER),
             attempt=attempt,
             last_error=str(headers.get(LAST_ERROR_HEADER) or ""),
         )

@@ -24,6 +24,17 @@ def _validators() -> dict[tuple[str, int], Draft202012Validator]:
     }
 
 
+@cache
+def _producers() -> dict[str, frozenset[str]]:
+    doc = json.loads(CONTRACTS_FILE.read_text())
+    return {event_type: frozenset(services) for event_type, services in doc["producers"].items()}
+
+
+def allowed_producers(event_type: str) -> frozenset[str]:
+    """The services allowed to emit ``event_type`` (``producers`` in contracts/events.json)."""
+    return _producers().get(event_type, frozenset())
+
+
 def known_event_types() -> set[str]:
     return {event_type for event_type, _ in _validators()}
 

@@ -21,6 +21,7 @@ from common.broker import Publisher
 from common.envelope import Envelope
 from common.messaging.models import OutboxMessage
 from common.observability import publishing, tracing_enabled
+from common.signing import signed_headers
 from common.topology import EVENTS_EXCHANGE
 
 log = logging.getLogger("saga.outbox")
@@ -76,4 +77,5 @@ def _send(envelope: Envelope, body: str) -> None:
         routing_key=envelope.routing_key,
         message_id=envelope.event_id,
         message_type=envelope.event_type,
+        headers=signed_headers(body),
     )

@@ -78,11 +78,7 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Envelope:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise EnvelopeError(f"body is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(loads(raw))
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
@@ -132,6 +128,25 @@ class Envelope:
             schema_version=version,
             payload=payload,
         )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict ``json.loads`` for untrusted bodies: EnvelopeError for anything that is not JSON.
+
+    That includes what Python's json would accept or die on: ``NaN``/``Infinity``, and
+    nesting deep enough to exhaust the recursion limit (a RecursionError would escape
+    every ``except ValueError`` and make a worker requeue the message forever).
+    """
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EnvelopeError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EnvelopeError("body is not valid JSON: nested too deeply") from exc
 
 
 def _uuid_field(data: dict[str, Any], name: str) -> str:

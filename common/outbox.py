@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import connection
 
 from common.context import current_event, current_trace
-from common.contracts import validate_envelope
-from common.envelope import Envelope
+from common.contracts import allowed_producers, validate_envelope
+from common.envelope import Envelope, EnvelopeError
 from common.messaging.models import OutboxMessage
 
 
@@ -32,6 +32,11 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
     if not connection.in_atomic_block:
         raise OutsideTransactionError(
             f"emit({event_type}) must run inside transaction.atomic() with the state change"
+        )
+    if settings.SERVICE_NAME not in allowed_producers(event_type):
+        raise EnvelopeError(
+            f"{settings.SERVICE_NAME} may not emit {event_type}: its consumers would park it"
+            " (producers in contracts/events.json)"
         )
     cause = current_event()
     envelope = Envelope(

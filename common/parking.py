@@ -17,7 +17,9 @@ from typing import Any
 from django.db import transaction
 
 from common.broker import Publisher, topology
+from common.envelope import EnvelopeError, loads
 from common.messaging.models import ParkedAction, ParkedMessage, ParkedStatus
+from common.signing import SIGNATURE_HEADER
 
 ATTEMPT_HEADER = "x-saga-attempt"
 PARK_REASON_HEADER = "x-saga-park-reason"
@@ -42,8 +44,8 @@ def _uuid_or_none(value: Any) -> str | None:
 def _peek(body: bytes) -> dict[str, Any]:
     """Best-effort identity of a parked body (it may be anything, that is why it is here)."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = loads(body)
+    except EnvelopeError:
         return {}
     if not isinstance(data, dict):
         return {}
@@ -53,6 +55,14 @@ def _peek(body: bytes) -> dict[str, Any]:
         "saga_id": _uuid_or_none(data.get("saga_id")),
         "event_type": event_type[:64] if isinstance(event_type, str) else "",
     }
+
+
+def _storable(headers: dict[str, Any]) -> dict[str, Any]:
+    """The headers as JSON for the record (whatever a hostile publisher put in them)."""
+    try:
+        return json.loads(json.dumps(headers, default=str))
+    except (RecursionError, ValueError):
+        return {"x-saga-unreadable-headers": repr(headers)[:2000]}
 
 
 def parked_ingest(*, body: bytes, headers: dict[str, Any]) -> ParkedMessage:
@@ -76,9 +86,7 @@ def parked_ingest(*, body: bytes, headers: dict[str, Any]) -> ParkedMessage:
                 "reason": str(headers.get(PARK_REASON_HEADER) or "parked without a reason (dead-lettered)"),
                 "attempts": attempts,
                 "last_error": str(headers.get(LAST_ERROR_HEADER) or ""),
-                "headers": json.loads(
-                    json.dumps(original if isinstance(original, dict) else headers, default=str)
-                ),
+                "headers": _storable(original if isinstance(original, dict) else headers),
                 "body": body,
             },
         )
@@ -134,7 +142,10 @@ def parked_replay(*, message_id: int, operator: str, publisher: Publisher | None
     message = ParkedMessage.objects.get(id=message_id)
     if message.status != ParkedStatus.PARKED:
         raise ParkedStateError(f"parked message #{message.id} is already {message.status}")
-    headers = {k: v for k, v in message.headers.items() if not k.startswith("x-saga-")}
+    # Our bookkeeping headers go; the producer's signature stays (the body is unchanged).
+    headers = {
+        k: v for k, v in message.headers.items() if not k.startswith("x-saga-") or k == SIGNATURE_HEADER
+    }
     headers.update({ATTEMPT_HEADER: 0, REPLAYED_FROM_HEADER: message.id})
     own = publisher or Publisher()
     try:

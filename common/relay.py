@@ -27,6 +27,7 @@ from common.broker import BatchPublisher, Outgoing
 from common.messaging.models import OutboxMessage
 from common.observability import publishing, tracing_enabled
 from common.outbox import notify_channel
+from common.signing import signed_headers
 from common.topology import EVENTS_EXCHANGE, declare_shared
 
 log = logging.getLogger("saga.relay")
@@ -87,6 +88,7 @@ class Relay:
                                 routing_key=routing_key,
                                 message_id=str(event_id),
                                 message_type=event_type,
+                                headers=signed_headers(body),
                             )
                             for _, event_id, event_type, routing_key, _, body, _ in rows
                         ]

@@ -68,6 +68,24 @@ def retry_delays_ms() -> list[int]:
     return [int(d * 1000) for d in delays]
 
 
+def dev_event_key(producer: str) -> str:
+    return f"dev-event-key-{producer}"  # documented development default, refused without DEBUG
+
+
+def event_keys(*, debug: bool) -> dict[str, list[bytes]]:
+    """Each producer's event signing keys (``SAGA_EVENT_KEY_<PRODUCER>``, comma-separated).
+
+    The first key signs, every one verifies (rotation). With DEBUG on, a producer without
+    a key gets its development default; without DEBUG, only the keys set are known.
+    """
+    keys: dict[str, list[bytes]] = {}
+    for producer in SERVICE_PORTS:
+        values = env_list(f"SAGA_EVENT_KEY_{producer.upper()}", dev_event_key(producer) if debug else "")
+        if values:
+            keys[producer] = [value.encode() for value in values]
+    return keys
+
+
 def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> None:
     """Fill a service's settings module namespace with the shared settings."""
     upper = service.upper()
@@ -79,9 +97,27 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
             "SAGA_DEBUG is off but SAGA_SECRET_KEY or SAGA_API_TOKEN still has its "
             "development default; set both in the environment."
         )
+    signing_keys = event_keys(debug=debug)
+    if not debug:
+        if service not in signing_keys:
+            raise RuntimeError(
+                f"SAGA_DEBUG is off and SAGA_EVENT_KEY_{upper} is not set: {service} cannot sign"
+            )
+        weak = [
+            p
+            for p, keys in signing_keys.items()
+            if dev_event_key(p).encode() in keys or min(map(len, keys)) < 16
+        ]
+        if weak:
+            raise RuntimeError(
+                "SAGA_DEBUG is off but the event key of "
+                + ", ".join(sorted(weak))
+                + " is a development default or shorter than 16 bytes"
+            )
     db_name = env(f"SAGA_{upper}_DB_NAME", f"saga_{service}")
     namespace.update(
         SERVICE_NAME=service,
+        SAGA_EVENT_KEYS=signing_keys,
         SERVICE_PORT=env_int(f"SAGA_{upper}_PORT", SERVICE_PORTS[service]),
         BASE_DIR=BASE_DIR,
         SECRET_KEY=secret_key,
@@ -213,6 +249,8 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", False),
         SAGA_RELAY_GRACE_SECONDS=env_float("SAGA_RELAY_GRACE_SECONDS", 2.0),
         SAGA_PREFETCH=env_int("SAGA_PREFETCH", 16),
+        # An event body larger than this is parked unread (events are small: < 10 KiB).
+        SAGA_MAX_EVENT_BYTES=env_int("SAGA_MAX_EVENT_BYTES", 256 * 1024),
         # Celery: the worker hosts our event consumer (a bootstep) and runs the
         # service's periodic tasks; see common/celery.py.
         CELERY_BROKER_URL=broker_url(),

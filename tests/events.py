@@ -15,13 +15,16 @@ def envelope(
     saga_id: str,
     payload: dict[str, Any],
     *,
-    producer: str = "test",
+    producer: str | None = None,
     event_id: str | None = None,
 ) -> Envelope:
+    """An event as its producer (by default, the service the contract allows) would emit it."""
+    from common.contracts import allowed_producers
+
     return Envelope(
         event_type=event_type,
         saga_id=str(saga_id),
-        producer=producer,
+        producer=producer or min(allowed_producers(event_type), default="test"),
         payload=payload,
         event_id=event_id or str(uuid.uuid4()),
         trace={"traceparent": "00-" + uuid.uuid4().hex + "-" + uuid.uuid4().hex[:16] + "-01"},
@@ -33,7 +36,25 @@ def deliver(event: Envelope | bytes) -> Outcome:
     from django.conf import settings
 
     body = event if isinstance(event, bytes) else event.to_json().encode()
-    return process_delivery(body, events=registry(), service=settings.SERVICE_NAME)
+    return process_delivery(body, events=registry(), service=settings.SERVICE_NAME, signature=signed_as(body))
+
+
+def signed_as(body: bytes, producer: str | None = None) -> str:
+    """The signature ``producer`` (default: the one the body names) would put on ``body``."""
+    import json
+
+    from django.conf import settings
+
+    from common.signing import signature_of
+
+    if producer is None:
+        try:
+            named = json.loads(body).get("producer")
+        except (ValueError, AttributeError):
+            named = None
+        producer = named if isinstance(named, str) else settings.SERVICE_NAME
+    keys = settings.SAGA_EVENT_KEYS.get(producer) or [b"no key"]
+    return signature_of(body, keys[0])
 
 
 def outbox_events(saga_id: str) -> list[dict[str, Any]]:

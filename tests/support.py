@@ -182,6 +182,15 @@ def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
     return json.loads(manage(service, "parked", "list", "--all", "--json", "--saga", saga_id))
 
 
+def signature(producer: str, body: bytes) -> str:
+    """What ``producer`` would sign ``body`` with: its key from the environment, as the stack has it."""
+    from common.settings import dev_event_key
+    from common.signing import signature_of
+
+    key = os.environ.get(f"SAGA_EVENT_KEY_{producer.upper()}", dev_event_key(producer)).split(",")[0]
+    return signature_of(body, key.strip().encode())
+
+
 def rabbitmqctl(*args: str) -> str:
     return _run([str(ROOT / "scripts" / "stack.sh"), "rabbitmqctl", *args], f"rabbitmqctl {' '.join(args)}")
 
@@ -192,21 +201,28 @@ def queue_depth(queue: str) -> int:
         return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
 
 
-def terminate_db_connections() -> int:
-    """pg_terminate_backend every connection of the four services' databases."""
-    sql = (
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname IN ('saga_order','saga_payment','saga_inventory','saga_shipping') "
-        "AND pid <> pg_backend_pid()"
-    )
+def sql(query: str, *, database: str = "postgres") -> str:
+    """Run ``query`` as the postgres superuser (psql, unaligned); its output."""
     result = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-qAtc", sql],
+        ["runuser", "-u", "postgres", "--", "psql", "-d", database, "-qAtc", query],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    return int(result.stdout.strip() or 0)
+    return result.stdout.strip()
+
+
+def terminate_db_connections() -> int:
+    """pg_terminate_backend every connection of the four services' databases."""
+    return int(
+        sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname IN ('saga_order','saga_payment','saga_inventory','saga_shipping') "
+            "AND pid <> pg_backend_pid()"
+        )
+        or 0
+    )
 
 
 def wait_invariants(api: Api, order_id: str, timeout: float = 20.0) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from common.registry import EventRegistry
 from order_svc.orders import services
 
 registry = EventRegistry("order")
+log = logging.getLogger(__name__)
 registry.originates("OrderPlaced", by="POST /api/orders/")
 registry.originates("OrderCancelled", by="POST /api/orders/{id}/cancel/ or the deadline sweep")
 
@@ -87,11 +89,37 @@ def handle_inventory_deducted(event: Envelope) -> None:
     """Timeline only: the reservation left the warehouse."""
 
 
-@on("MessageRetried")
+def notice(event_type: str) -> Callable[[Callable[[Envelope], None]], Callable]:
+    """Register a timeline-only notice (a step was retried or parked in some service).
+
+    A notice names whatever saga id the message it is about carried; a parked garbage
+    message's made-up id names no order here, and never will (orders are created here
+    first). Such a notice is dropped with a log line, not retried into the parking lot.
+    """
+
+    def decorator(func: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
+        def handler(event: Envelope) -> None:
+            if not services.timeline_note(order_id=event.saga_id, envelope=event):
+                log.info(
+                    "%s about unknown order %s (from %s): nothing to annotate",
+                    event.event_type,
+                    event.saga_id,
+                    event.producer,
+                    extra={"saga_id": event.saga_id},
+                )
+
+        handler.__name__ = func.__name__
+        handler.__doc__ = func.__doc__
+        return registry.handles(event_type)(handler)
+
+    return decorator
+
+
+@notice("MessageRetried")
 def handle_message_retried(event: Envelope) -> None:
     """Timeline only: a step of this saga needed retries (payload: which, how many, why)."""
 
 
-@on("MessageParked")
+@notice("MessageParked")
 def handle_message_parked(event: Envelope) -> None:
     """Timeline only: a step of this saga was parked; an operator must replay or discard it."""

@@ -206,6 +206,11 @@ def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
     return existing
 
 
+def timeline_note(*, order_id: str, envelope: Envelope) -> bool:
+    """Add a notice to the order's saga view; False if there is no such order."""
+    return _record(order_id, envelope)
+
+
 def timeline_record(*, order_id: str, envelope: Envelope) -> None:
     """Add an event from another service to the order's saga view."""
     if not _record(order_id, envelope):

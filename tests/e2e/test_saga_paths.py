@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection
 
 from common.envelope import Envelope
-from tests.support import Api, ctl, manage, poll, wait_invariants
+from tests.support import Api, ctl, manage, poll, signature, wait_invariants
 
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 PATHS = [
@@ -107,12 +107,16 @@ def test_saga_path(
         assert api.balance(customer) == Decimal(balance) - spent
 
 
-def publish(routing_key: str, body: bytes | str, *, exchange: str = "saga.events") -> None:
+def publish(
+    routing_key: str, body: bytes | str, *, exchange: str = "saga.events", signed_by: str | None = None
+) -> None:
+    raw = body.encode() if isinstance(body, str) else body
     with Connection(BROKER, transport_options={"confirm_publish": True}) as conn:
         conn.Producer().publish(
-            body,
+            raw,
             exchange=exchange,
             routing_key=routing_key,
+            headers={"x-saga-signature": signature(signed_by, raw)} if signed_by else {},
             content_type="application/json",
             content_encoding="utf-8",
             delivery_mode=2,
@@ -138,7 +142,7 @@ def test_a_duplicate_event_on_the_broker_has_no_second_effect(api: Api) -> None:
             "lines": [{"sku": sku, "quantity": 2, "unit_price": "3.00"}],
         },
     )
-    publish("inventory.reserved", copy.to_json())
+    publish("inventory.reserved", copy.to_json(), signed_by="inventory")
     # A later order through the same payment queue completes only after the copy was handled.
     later = api.wait_terminal(api.place(customer, [(sku, 1)])["id"])
     assert later["status"] == "COMPLETED"

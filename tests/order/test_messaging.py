@@ -23,9 +23,10 @@ from common.consumer import (
 )
 from common.messaging.models import OutboxMessage
 from common.relay import Relay
+from common.signing import SIGNATURE_HEADER
 from common.topology import EVENTS_EXCHANGE, UNROUTABLE_QUEUE, declare_service
 from order_svc.orders import services
-from tests.events import envelope
+from tests.events import envelope, signed_as
 from tests.support import poll
 
 
@@ -191,7 +192,10 @@ def test_unroutable_event_is_caught_by_the_alternate_exchange(broker) -> None:
     assert message.delivery_info["routing_key"] == "nobody.listens"
 
 
-def consume_one(broker, body: bytes, headers: dict | None = None) -> None:
+def consume_one(broker, body: bytes, headers: dict | None = None, *, signed: bool = True) -> None:
+    """Put ``body`` on order.events (signed by the producer it names, unless not ``signed``), consume it."""
+    if signed:
+        headers = {SIGNATURE_HEADER: signed_as(body), **(headers or {})}
     publisher = Publisher()
     try:
         publisher.publish(body, exchange="", routing_key=topology().events_queue.name, headers=headers)
@@ -211,7 +215,7 @@ def consume_one(broker, body: bytes, headers: dict | None = None) -> None:
     ],
 )
 def test_a_malformed_message_is_parked_with_its_reason(broker, body, reason) -> None:
-    consume_one(broker, body, headers={"x-origin": "test"})
+    consume_one(broker, body, headers={"x-origin": "test"}, signed=False)
     [parked] = drain(topology().parked_queue(broker.channel()), 1)
     assert raw_body(parked) == body
     assert parked.headers[PARK_REASON_HEADER].startswith(reason)

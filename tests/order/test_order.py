@@ -14,8 +14,8 @@ from common.messaging.models import OutboxMessage
 from common.observability import trace_id_of
 from common.outbox import OutsideTransactionError, emit
 from order_svc.orders import services
-from order_svc.orders.models import IllegalTransition, Order, OrderStatus
-from tests.events import deliver, envelope, outbox_events, outbox_types
+from order_svc.orders.models import IllegalTransition, Order, OrderStatus, SagaEvent
+from tests.events import deliver, envelope, outbox_events, outbox_types, signed_as
 
 
 def new_order(**fields) -> Order:
@@ -299,10 +299,12 @@ def test_a_step_handled_after_retries_is_announced_on_the_timeline() -> None:
 
     oid = str(place().id)
     event = reserved(oid)
+    body = event.to_json().encode()
     outcome = process_delivery(
-        event.to_json().encode(),
+        body,
         events=registry,
         service="order",
+        signature=signed_as(body),
         attempt=2,
         last_error="OperationalError: connection lost",
     )
@@ -338,3 +340,27 @@ def test_a_parked_step_is_announced_once_on_the_timeline() -> None:
     assert notices[0]["payload"]["reason"] == "retries exhausted after 4 attempts"
     parked_ingest(body=b"not json", headers={"x-saga-park-reason": "malformed"})  # no saga: no notice
     assert len(OutboxMessage.objects.filter(event_type="MessageParked")) == 1
+
+
+@pytest.mark.django_db
+def test_a_notice_about_an_unknown_order_is_dropped_not_retried() -> None:
+    """A parked garbage message's made-up saga id must not park its MessageParked notice too."""
+    unknown = str(uuid.uuid4())
+    notice = envelope(
+        "MessageParked",
+        unknown,
+        {
+            "service": "inventory",
+            "event_type": "OrderPlaced",
+            "event_id": str(uuid.uuid4()),
+            "attempts": 0,
+            "reason": "malformed event: …",
+            "last_error": "",
+            "parked_id": 7,
+        },
+        producer="inventory",
+    )
+    assert deliver(notice).disposition is Disposition.HANDLED
+    assert not SagaEvent.objects.filter(order_id=unknown).exists()
+    # Any other event naming an unknown order still goes to the retry tiers (an operator looks).
+    assert deliver(reserved(unknown)).disposition is Disposition.RETRY

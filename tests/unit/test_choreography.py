@@ -248,6 +248,20 @@ def test_contracts_and_graph_must_name_the_same_events() -> None:
     ]
 
 
+def test_contracts_must_allow_exactly_the_services_that_emit_each_event() -> None:
+    """Consumers park an event whose producer the contract does not allow (common/signing.py)."""
+    graph = build_graph(sound_saga())
+    allowed = {event_type: sorted(services) for event_type, services in graph.producers.items()}
+    assert problems(graph, contract_producers=allowed) == []
+    allowed["PaymentCompleted"] = ["stock"]
+    del allowed["StockReleased"]
+    suffix = ": consumers would park it"
+    assert problems(graph, contract_producers=allowed) == [
+        "PaymentCompleted is emitted by pay but contracts/events.json allows stock" + suffix,
+        "StockReleased is emitted by stock but contracts/events.json allows no producer" + suffix,
+    ]
+
+
 def test_a_service_described_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="two descriptions of the service 'pay'"):
         build_graph([*sound_saga(), service(sound_saga(), "pay")])

@@ -64,6 +64,11 @@ def test_routing_key_is_lower_case_dotted(event_type: str, key: str) -> None:
         (json.dumps(make(schema_version=0)).encode(), "schema_version"),
         (json.dumps(make(trace="x")).encode(), "trace must be"),
         (json.dumps({**make(), "extra": 1}).encode(), "unknown field"),
+        (b"[" * 100_000, "nested too deeply"),  # a RecursionError would escape the consumer
+        (b'{"a":' * 100_000, "nested too deeply"),
+        (json.dumps(make()).replace('"quantity": 1', '"quantity": NaN').encode(), "NaN is not JSON"),
+        (b"Infinity", "Infinity is not JSON"),
+        (b"9" * 5000, "not valid JSON"),
     ],
 )
 def test_malformed_envelopes_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:

@@ -47,6 +47,7 @@ class Command(BaseCommand):
                 "attempts": m.attempts,
                 "reason": m.reason,
                 "body": m.body_text[:2000],
+                "headers": m.headers,
             }
             for m in messages[:1000]
         ]

@@ -1,0 +1,55 @@
+"""Secrets come from the environment; without DEBUG, development defaults are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.settings import configure, dev_event_key
+
+STRONG = {
+    "SAGA_SECRET_KEY": "a production secret key of some length",
+    "SAGA_API_TOKEN": "a production api token",
+    "SAGA_EVENT_KEY_PAYMENT": "payment's production event key",
+    "SAGA_EVENT_KEY_INVENTORY": "inventory's production event key",
+}
+
+
+def configured(monkeypatch: pytest.MonkeyPatch, **environ: str) -> dict:
+    services = ("ORDER", "PAYMENT", "INVENTORY", "SHIPPING")
+    for name in ("SAGA_SECRET_KEY", "SAGA_API_TOKEN", *(f"SAGA_EVENT_KEY_{s}" for s in services)):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    namespace: dict = {}
+    configure(namespace, service="payment", domain_app="payment_svc.payments")
+    return namespace
+
+
+def test_development_defaults_work_with_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configured(monkeypatch, SAGA_DEBUG="1")
+    assert settings["SAGA_EVENT_KEYS"]["payment"] == [dev_event_key("payment").encode()]
+    assert set(settings["SAGA_EVENT_KEYS"]) == {"order", "payment", "inventory", "shipping"}
+
+
+def test_production_settings_know_only_the_keys_they_are_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configured(monkeypatch, SAGA_DEBUG="0", **STRONG)
+    assert settings["DEBUG"] is False
+    assert set(settings["SAGA_EVENT_KEYS"]) == {"payment", "inventory"}  # an order event would be parked
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SAGA_SECRET_KEY": ""}, "SAGA_SECRET_KEY or SAGA_API_TOKEN still has its development default"),
+        ({"SAGA_API_TOKEN": ""}, "SAGA_SECRET_KEY or SAGA_API_TOKEN still has its development default"),
+        ({"SAGA_EVENT_KEY_PAYMENT": ""}, "SAGA_EVENT_KEY_PAYMENT is not set: payment cannot sign"),
+        ({"SAGA_EVENT_KEY_INVENTORY": dev_event_key("inventory")}, "event key of inventory is a development"),
+        ({"SAGA_EVENT_KEY_PAYMENT": "short"}, "event key of payment is a development default or shorter"),
+    ],
+)
+def test_without_debug_weak_or_missing_secrets_are_refused(
+    monkeypatch: pytest.MonkeyPatch, change: dict[str, str], message: str
+) -> None:
+    environ = {**STRONG, **change}
+    with pytest.raises(RuntimeError, match=message):
+        configured(monkeypatch, SAGA_DEBUG="0", **{k: v for k, v in environ.items() if v})
