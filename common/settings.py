@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from common.observability import logging_config
 
@@ -56,8 +57,29 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
-def broker_url() -> str:
-    return env("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
+def dev_amqp_password(service: str) -> str:
+    return f"saga_{service}"  # documented development default, refused without DEBUG
+
+
+def broker_url(service: str) -> str:
+    """Where ``service`` connects to RabbitMQ, as its own user (least privilege).
+
+    ``SAGA_BROKER_URL``, when set, wins (one URL, or several separated by ``;`` to fail
+    over across a cluster's nodes); otherwise the URL is built from
+    ``SAGA_<SERVICE>_AMQP_USER``/``_PASSWORD`` (default ``saga_<service>``, the user
+    ``make up`` creates with rights on this service's queues only) and
+    ``SAGA_BROKER_HOST``/``_PORT``/``_VHOST``.
+    """
+    explicit = os.environ.get("SAGA_BROKER_URL")
+    if explicit:
+        return explicit
+    upper = service.upper()
+    user = quote(env(f"SAGA_{upper}_AMQP_USER", f"saga_{service}"), safe="")
+    password = quote(env(f"SAGA_{upper}_AMQP_PASSWORD", dev_amqp_password(service)), safe="")
+    host = env("SAGA_BROKER_HOST", "127.0.0.1")
+    port = env_int("SAGA_BROKER_PORT", env_int("SAGA_AMQP_PORT", 5672))
+    vhost = quote(env("SAGA_BROKER_VHOST", "saga"), safe="")
+    return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
 
 
 def retry_delays_ms() -> list[int]:
@@ -99,6 +121,16 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         )
     signing_keys = event_keys(debug=debug)
     if not debug:
+        defaults = []
+        if env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}") == f"saga_{service}":
+            defaults.append(f"SAGA_{upper}_DB_PASSWORD")
+        amqp_password = env(f"SAGA_{upper}_AMQP_PASSWORD", dev_amqp_password(service))
+        if not os.environ.get("SAGA_BROKER_URL") and amqp_password == dev_amqp_password(service):
+            defaults.append(f"SAGA_{upper}_AMQP_PASSWORD")
+        if defaults:
+            raise RuntimeError(
+                f"SAGA_DEBUG is off but {', '.join(defaults)} is unset or a development default"
+            )
         if service not in signing_keys:
             raise RuntimeError(
                 f"SAGA_DEBUG is off and SAGA_EVENT_KEY_{upper} is not set: {service} cannot sign"
@@ -234,7 +266,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         },
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
-        SAGA_BROKER_URL=broker_url(),
+        SAGA_BROKER_URL=broker_url(service),
         SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
         SAGA_ORDER_DEADLINE_SECONDS=env_float("SAGA_ORDER_DEADLINE_SECONDS", 30.0),
         SAGA_DEADLINE_SWEEP_SECONDS=env_float("SAGA_DEADLINE_SWEEP_SECONDS", 1.0),
@@ -253,7 +285,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_MAX_EVENT_BYTES=env_int("SAGA_MAX_EVENT_BYTES", 256 * 1024),
         # Celery: the worker hosts our event consumer (a bootstep) and runs the
         # service's periodic tasks; see common/celery.py.
-        CELERY_BROKER_URL=broker_url(),
+        CELERY_BROKER_URL=broker_url(service),
         CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=True,
         CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
         CELERY_TASK_DEFAULT_QUEUE=f"{service}.tasks",

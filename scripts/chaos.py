@@ -407,7 +407,8 @@ def main(argv: list[str]) -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        chaos_env["SAGA_BROKER_URL"] = f"amqp://saga:saga@127.0.0.1:{args.proxy_port}/saga"
+        # The services connect through the proxy, each as its own user (common/settings.py).
+        chaos_env["SAGA_BROKER_PORT"] = str(args.proxy_port)
     try:
         report, audit_text = run_chaos(args, kinds, run, chaos_env, proxy, report_path)
     finally:

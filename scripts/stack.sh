@@ -148,6 +148,35 @@ configure_rabbitmq() {
     fi
     rmqctl -q set_user_tags saga administrator >/dev/null
     rmqctl -q set_permissions -p saga saga '.*' '.*' '.*' >/dev/null
+    service_users saga
+}
+
+# Each service connects as saga_<service> (common/settings.py: broker_url), allowed to
+# declare and use its own queues and exchanges, publish to saga.events, and nothing of
+# the other services: reading another service's queue is refused by the broker.
+# configure: what it declares; write: where it publishes (amq.default: replays and
+# copies to its own queue) and which queues it binds; read: what it consumes, and the
+# exchanges it binds its queues to (saga.events, saga.unroutable, Celery's pidbox).
+service_users() {
+    local vhost=$1 svc user password password_var upper own pidbox
+    for svc in $SERVICES; do
+        user="saga_$svc"
+        upper=$(echo "$svc" | tr '[:lower:]' '[:upper:]')
+        password_var="SAGA_${upper}_AMQP_PASSWORD"
+        password="${!password_var:-saga_$svc}"
+        if rmqctl -q list_users | awk '{print $1}' | grep -qx "$user"; then
+            rmqctl -q change_password "$user" "$password" >/dev/null
+        else
+            rmqctl -q add_user "$user" "$password" >/dev/null
+        fi
+        rmqctl -q set_user_tags "$user" >/dev/null  # no management UI access
+        own="${svc}\\..+"
+        pidbox="${svc}-[0-9]+@.+\\.celery\\.pidbox"
+        rmqctl -q set_permissions -p "$vhost" "$user" \
+            "^(saga\\.events|saga\\.unroutable|$own|$pidbox|celery\\.pidbox|reply\\.celery\\.pidbox|celeryev)\$" \
+            "^(saga\\.events|saga\\.unroutable|$own|$pidbox|amq\\.default|celery\\.pidbox|reply\\.celery\\.pidbox|celeryev)\$" \
+            "^(saga\\.events|saga\\.unroutable|$own|$pidbox|celery\\.pidbox)\$" >/dev/null
+    done
 }
 
 prepare_services() {

@@ -12,11 +12,13 @@ import json
 import random
 import uuid
 
+import pytest
+from amqp.exceptions import AccessRefused
 from kombu import Connection
 
 from common.envelope import Envelope
 from common.signing import SIGNATURE_HEADER, signature_of
-from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, signature, sql
+from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, rabbitmqctl, signature, sql
 
 SERVICES = ("order", "payment", "inventory", "shipping")
 
@@ -198,3 +200,72 @@ def test_fuzzed_and_truncated_bodies_are_parked_with_a_reason_and_no_worker_stop
     sku = api.product(available=1)
     order = api.place(api.account(), [(sku, 1)])
     assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
+
+
+def service_broker(service: str) -> str:
+    """The URL ``service`` connects with (its own user; development password)."""
+    return BROKER_URL.replace("saga:saga@", f"saga_{service}:saga_{service}@", 1)
+
+
+def test_a_service_cannot_read_another_services_queue() -> None:
+    """Least privilege: payment's user may consume payment's queues, not shipping's."""
+    with Connection(service_broker("payment")) as conn:
+        channel = conn.channel()
+        channel.basic_get(queue="payment.parked")  # its own queue: allowed (a control)
+        with pytest.raises(AccessRefused, match="shipping.events"):
+            conn.channel().basic_get(queue="shipping.events")
+    with Connection(service_broker("payment")) as conn, pytest.raises(AccessRefused):
+        conn.channel().queue_purge("shipping.events")
+    # Nor can a service bind a queue of its own to another service's exchange.
+    with Connection(service_broker("shipping")) as conn, pytest.raises(AccessRefused):
+        conn.channel().queue_bind("shipping.parked", exchange="payment.parked", routing_key="")
+
+
+def test_the_services_connect_as_their_own_users() -> None:
+    users = {line.split()[0] for line in rabbitmqctl("-q", "list_connections", "user").splitlines()[1:]}
+    assert {f"saga_{service}" for service in SERVICES} <= users, users
+
+
+def test_a_compromised_service_can_publish_but_not_forge_another_producer(api: Api) -> None:
+    """Inventory's own user and key can reach saga.events, yet its PaymentCompleted is parked."""
+    sku = api.product(price="1.00", available=1)
+    customer = api.account(balance="0.00")  # the real payment declines: the order ends CANCELLED
+    order_id = api.place(customer, [(sku, 1)])["id"]
+    forged = (
+        Envelope(
+            event_type="PaymentCompleted",
+            saga_id=order_id,
+            producer="inventory",
+            payload={"customer_id": customer, "amount": "1.00"},
+        )
+        .to_json()
+        .encode()
+    )
+    with Connection(service_broker("inventory"), transport_options={"confirm_publish": True}) as conn:
+        conn.Producer().publish(
+            forged,
+            exchange="saga.events",
+            routing_key="payment.completed",
+            headers={SIGNATURE_HEADER: signature("inventory", forged)},
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    found = poll(
+        lambda: [m for m in parked("shipping", order_id) if m["event_type"] == "PaymentCompleted"],
+        lambda found: len(found) == 1,
+        timeout=20,
+        what="shipping to park inventory's forgery",
+    )
+    assert found[0]["reason"].startswith(
+        "untrusted event: producer 'inventory' may not emit PaymentCompleted"
+    )
+    assert api.wait_terminal(order_id)["status"] == "CANCELLED"
+    assert api.shipments(order_id) == []
+    for service in ("shipping", "order"):
+        poll(
+            lambda service=service: parked(service, order_id),
+            lambda found: len(found) == 1,
+            timeout=20,
+            what=f"{service} to park the forgery",
+        )
+        discard(service, [m["id"] for m in parked(service, order_id)], "forgery published by the test")
