@@ -116,9 +116,16 @@ prometheus_dirs() {
     for svc in $SERVICES; do mkdir -p "$VAR/prometheus/$svc"; done
 }
 
+supervisord_section() { [ -f "$1" ] && awk '/^\[/{on=($0=="[supervisord]")} on' "$1"; }
+
 start_supervisor() {
     prometheus_dirs
     "$PY" "$ROOT/scripts/supervisor_conf.py" > "$CONF.new"
+    if supervisord_running && [ "$(supervisord_section "$CONF")" != "$(supervisord_section "$CONF.new")" ]; then
+        # Programs inherit supervisord's own environment: only a new supervisord applies it.
+        log "supervisord's own settings changed: restarting the stack"
+        down
+    fi
     mv "$CONF.new" "$CONF"
     if supervisord_running; then
         "$PY" "$ROOT/scripts/supervise.py" "$VAR/run/supervisor.sock"
