@@ -21,9 +21,11 @@ RUN groupadd --system --gid 10001 saga \
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-# Only what the services run: keeps a developer's .venv/ and var/ (local stack
-# state) out of the image even without a .dockerignore.
+# Only what the services run (.dockerignore also keeps a developer's .venv/, var/ and
+# .git/ out of the build context). The other deploy/ files are mounted by compose.yaml
+# into the images that read them (RabbitMQ, Prometheus, the gateway, PostgreSQL).
 COPY manage.py pyproject.toml ./
+COPY deploy/docker-entrypoint.sh ./deploy/docker-entrypoint.sh
 COPY common ./common
 COPY contracts ./contracts
 COPY order_svc ./order_svc
@@ -39,8 +41,13 @@ RUN python manage.py order collectstatic --noinput -v 0 \
 
 USER saga
 
-# order, payment, inventory, shipping web servers; Flower.
-EXPOSE 8001 8002 8003 8004 5555
+# order, payment, inventory, shipping web servers; Flower; a worker's or relay's own
+# /metrics (SAGA_METRICS_PORT, set by compose.yaml).
+EXPOSE 8001 8002 8003 8004 5555 9100
+
+# Adds the container's address to SAGA_ALLOWED_HOSTS (Prometheus scrapes replicas by IP),
+# then runs the command; run through sh, so it needs no execute bit.
+ENTRYPOINT ["sh", "/app/deploy/docker-entrypoint.sh"]
 
 # compose.yaml sets the command of each container; by default run the order API.
 CMD ["gunicorn", "order_svc.wsgi", "-b", "0.0.0.0:8001", "-w", "2", "-k", "gthread", "--threads", "4"]

@@ -12,10 +12,23 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, bootsteps
+from celery.signals import worker_init
 from celery.worker.consumer import Consumer
 from celery.worker.control import inspect_command
 
 log = logging.getLogger("saga.worker")
+
+
+@worker_init.connect
+def serve_metrics(**_: object) -> None:
+    """The worker's own ``/metrics`` when ``SAGA_METRICS_PORT`` is set (compose: no shared files).
+
+    ``worker_init`` fires once, in the worker's main process, before it connects to the
+    broker: the process where the event consumer bootstep runs (whatever the pool).
+    """
+    from common.metrics import start_metrics_server
+
+    start_metrics_server()
 
 
 class EventConsumerStep(bootsteps.ConsumerStep):

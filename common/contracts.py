@@ -35,6 +35,15 @@ def allowed_producers(event_type: str) -> frozenset[str]:
     return _producers().get(event_type, frozenset())
 
 
+@cache
+def latest_version(event_type: str) -> int:
+    """The schema_version producers emit for ``event_type`` (consumers accept every listed one)."""
+    versions = [version for known, version in _validators() if known == event_type]
+    if not versions:
+        raise EnvelopeError(f"no contract for {event_type}")
+    return max(versions)
+
+
 def known_event_types() -> set[str]:
     return {event_type for event_type, _ in _validators()}
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from common.context import current_event, current_trace
-from common.contracts import allowed_producers, validate_envelope
+from common.contracts import allowed_producers, latest_version, validate_envelope
 from common.envelope import Envelope, EnvelopeError
 from common.messaging.models import OutboxMessage
 
@@ -44,6 +44,7 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
         saga_id=str(saga_id),
         producer=settings.SERVICE_NAME,
         payload=payload,
+        schema_version=latest_version(event_type),
         causation_id=cause.event_id if cause else None,
         trace=current_trace(),
     )

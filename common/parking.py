@@ -57,6 +57,16 @@ def _peek(body: bytes) -> dict[str, Any]:
     }
 
 
+def _dead_letter_reason(headers: dict[str, Any]) -> str:
+    """Why the broker itself dead-lettered a message here (quorum queues: past the delivery limit)."""
+    reason, queue = headers.get("x-first-death-reason"), headers.get("x-first-death-queue")
+    if reason == "delivery_limit":
+        return f"delivered too many times from {queue} (SAGA_DELIVERY_LIMIT): it may crash its worker"
+    if reason:
+        return f"dead-lettered by the broker from {queue}: {reason}"
+    return "parked without a reason (dead-lettered)"
+
+
 def _storable(headers: dict[str, Any]) -> dict[str, Any]:
     """The headers as JSON for the record (whatever a hostile publisher put in them)."""
     try:
@@ -83,7 +93,7 @@ def parked_ingest(*, body: bytes, headers: dict[str, Any]) -> ParkedMessage:
             delivery_key=key,
             defaults={
                 **_peek(body),
-                "reason": str(headers.get(PARK_REASON_HEADER) or "parked without a reason (dead-lettered)"),
+                "reason": str(headers.get(PARK_REASON_HEADER) or _dead_letter_reason(headers)),
                 "attempts": attempts,
                 "last_error": str(headers.get(LAST_ERROR_HEADER) or ""),
                 "headers": _storable(original if isinstance(original, dict) else headers),

@@ -266,6 +266,11 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         },
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
+        # Quorum queues only: deliveries of one message from <service>.events before the
+        # broker parks it (common/topology.py).
+        SAGA_DELIVERY_LIMIT=env_int("SAGA_DELIVERY_LIMIT", 20),
+        # An order not terminal this long after its deadline counts as stuck (saga_stuck_sagas).
+        SAGA_STUCK_GRACE_SECONDS=env_float("SAGA_STUCK_GRACE_SECONDS", 60.0),
         SAGA_BROKER_URL=broker_url(service),
         SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
         SAGA_ORDER_DEADLINE_SECONDS=env_float("SAGA_ORDER_DEADLINE_SECONDS", 30.0),
@@ -289,6 +294,9 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=True,
         CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
         CELERY_TASK_DEFAULT_QUEUE=f"{service}.tasks",
+        # On a cluster the task queue (the deadline sweep) must outlive a node too; classic
+        # declares it without arguments, exactly as before.
+        CELERY_TASK_DEFAULT_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
         CELERY_TASK_ACKS_LATE=True,
         CELERY_TASK_REJECT_ON_WORKER_LOST=True,
         CELERY_WORKER_PREFETCH_MULTIPLIER=1,

@@ -149,13 +149,20 @@ configure_rabbitmq() {
         sleep 1
     done
     [ -n "$ok" ] || die "RabbitMQ did not start within 90s; see $VAR/log/rabbitmq.log and $VAR/log/rabbitmq/"
-    rmqctl -q add_vhost saga 2>/dev/null || true
+    # The services' vhost (SAGA_BROKER_VHOST, default saga; make test runs the saga paths
+    # once more on saga_quorum with quorum queues) and the operators' vhost saga.
+    local vhost
+    for vhost in saga ${SAGA_BROKER_VHOST:-saga}; do
+        rmqctl -q add_vhost "$vhost" 2>/dev/null || true
+    done
     if ! rmqctl -q list_users | awk '{print $1}' | grep -qx saga; then
         rmqctl -q add_user saga saga >/dev/null
     fi
     rmqctl -q set_user_tags saga administrator >/dev/null
-    rmqctl -q set_permissions -p saga saga '.*' '.*' '.*' >/dev/null
-    service_users saga
+    for vhost in saga ${SAGA_BROKER_VHOST:-saga}; do
+        rmqctl -q set_permissions -p "$vhost" saga '.*' '.*' '.*' >/dev/null
+    done
+    service_users "${SAGA_BROKER_VHOST:-saga}"
 }
 
 # Each service connects as saga_<service> (common/settings.py: broker_url), allowed to

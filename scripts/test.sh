@@ -3,7 +3,7 @@
 # every suite against real PostgreSQL, RabbitMQ and worker processes.
 #   scripts/test.sh                 everything
 #   scripts/test.sh order           one service's tests (tests/order, with its settings)
-#   scripts/test.sh unit|e2e|chaos  one layer
+#   scripts/test.sh unit|e2e|quorum|chaos  one layer
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -17,7 +17,8 @@ ONLY="${1:-all}"
 STACK_WAS_RUNNING=0
 scripts/stack.sh running && STACK_WAS_RUNNING=1
 USER_UNSET=() USER_SET=()
-for var in SAGA_RETRY_DELAYS SAGA_ORDER_DEADLINE_SECONDS SAGA_INVENTORY_WORKERS SAGA_PAYMENT_WORKERS; do
+for var in SAGA_RETRY_DELAYS SAGA_ORDER_DEADLINE_SECONDS SAGA_INVENTORY_WORKERS SAGA_PAYMENT_WORKERS \
+    SAGA_QUEUE_TYPE SAGA_BROKER_VHOST; do
     if [ -n "${!var+x}" ]; then USER_SET+=("$var=${!var}"); else USER_UNSET+=(-u "$var"); fi
 done
 restore_stack() {
@@ -81,6 +82,15 @@ if [ "$ONLY" = all ] || [ "$ONLY" = e2e ]; then
             || { echo "could not install chromium; the browser tests need /usr/bin/chromium" >&2; exit 1; }
     fi
     suite e2e tests/e2e
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = quorum ]; then
+    # The saga paths once more on quorum queues (what a cluster runs: compose.yaml), on a
+    # vhost of their own (a queue's type is fixed when it is first declared).
+    export SAGA_QUEUE_TYPE=quorum SAGA_BROKER_VHOST=saga_quorum
+    step "stack on quorum queues (vhost saga_quorum)" scripts/stack.sh up
+    suite quorum tests/e2e/test_quorum.py tests/e2e/test_saga_paths.py::test_saga_path
+    unset SAGA_QUEUE_TYPE SAGA_BROKER_VHOST
+    step "stack back on classic queues" scripts/stack.sh up
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = chaos ]; then
     # Last: it restarts the stack through a flaky proxy, then restores it.

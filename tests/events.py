@@ -17,6 +17,7 @@ def envelope(
     *,
     producer: str | None = None,
     event_id: str | None = None,
+    schema_version: int = 1,
 ) -> Envelope:
     """An event as its producer (by default, the service the contract allows) would emit it."""
     from common.contracts import allowed_producers
@@ -27,6 +28,7 @@ def envelope(
         producer=producer or min(allowed_producers(event_type), default="test"),
         payload=payload,
         event_id=event_id or str(uuid.uuid4()),
+        schema_version=schema_version,
         trace={"traceparent": "00-" + uuid.uuid4().hex + "-" + uuid.uuid4().hex[:16] + "-01"},
     )
 

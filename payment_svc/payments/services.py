@@ -62,14 +62,14 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
     # Debit only if the balance covers it, and record the charge, in one statement.
-    now = timezone.now()
+    now, payment_id = timezone.now(), uuid.uuid4()
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH debited AS (UPDATE {Account._meta.db_table} SET balance = balance - %s, updated_at = %s"
             " WHERE customer_id = %s AND balance >= %s RETURNING customer_id)"
             f" INSERT INTO {Payment._meta.db_table} (id, order_id, customer_id, kind, amount, created_at)"
             " SELECT %s, %s, customer_id, %s, %s, %s FROM debited",
-            [amount, now, customer_id, amount, uuid.uuid4(), order_id, PaymentKind.CHARGE.value, amount, now],
+            [amount, now, customer_id, amount, payment_id, order_id, PaymentKind.CHARGE.value, amount, now],
         )
         charged = cursor.rowcount == 1
     if not charged:
@@ -82,7 +82,9 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
         )
         return
     emit(
-        event_type="PaymentCompleted", saga_id=order_id, payload={"customer_id": customer_id, "amount": money}
+        event_type="PaymentCompleted",
+        saga_id=order_id,
+        payload={"customer_id": customer_id, "amount": money, "payment_id": str(payment_id)},
     )
 
 

@@ -364,3 +364,15 @@ def test_a_notice_about_an_unknown_order_is_dropped_not_retried() -> None:
     assert not SagaEvent.objects.filter(order_id=unknown).exists()
     # Any other event naming an unknown order still goes to the retry tiers (an operator looks).
     assert deliver(reserved(unknown)).disposition is Disposition.RETRY
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_timeline_accepts_the_current_and_the_previous_payment_completed(version: int) -> None:
+    order_id = str(place().id)
+    payload = {"customer_id": "alice", "amount": "2.50"}
+    if version == 2:
+        payload["payment_id"] = str(uuid.uuid4())
+    event = envelope("PaymentCompleted", order_id, payload, schema_version=version)
+    assert deliver(event).disposition is Disposition.HANDLED
+    assert SagaEvent.objects.filter(order_id=order_id, event_type="PaymentCompleted").count() == 1

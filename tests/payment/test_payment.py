@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from common.consumer import Disposition
-from common.contracts import validate_payload
+from common.contracts import latest_version, validate_payload
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment
 from tests.events import deliver, envelope, outbox_events, outbox_types
@@ -55,7 +55,12 @@ def test_charge_once_even_when_delivered_twice(alice) -> None:
     assert deliver(reserved(order_id)).disposition is Disposition.HANDLED
     assert Account.objects.get(customer_id="alice").balance == Decimal("20.00")
     assert outbox_types(order_id) == ["PaymentCompleted"]
-    validate_payload("PaymentCompleted", 1, outbox_events(order_id)[0]["payload"])
+    [completed] = outbox_events(order_id)
+    # Emitted as the latest version of its contract (v2 names the charge).
+    assert completed["schema_version"] == latest_version("PaymentCompleted") == 2
+    validate_payload("PaymentCompleted", 2, completed["payload"])
+    [charge] = Payment.objects.filter(order_id=order_id, kind="charge")
+    assert completed["payload"]["payment_id"] == str(charge.id)
     conserved("alice")
 
 

@@ -25,8 +25,29 @@ def placed(order_id: str, country: str):
     )
 
 
-def paid(order_id: str):
-    return envelope("PaymentCompleted", order_id, {"customer_id": "c", "amount": "1.00"}, producer="payment")
+def paid(order_id: str, version: int = 2):
+    payload = {"customer_id": "c", "amount": "1.00"}
+    if version >= 2:
+        payload["payment_id"] = str(uuid.uuid4())
+    return envelope("PaymentCompleted", order_id, payload, producer="payment", schema_version=version)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_both_the_current_and_the_previous_payment_completed_are_accepted(version: int) -> None:
+    """Services deploy one at a time: an older payment service still emits v1."""
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "FR"))
+    assert deliver(paid(order_id, version)).disposition is Disposition.HANDLED
+    assert Shipment.objects.filter(order_id=order_id).count() == 1
+
+
+def test_an_unknown_schema_version_is_parked_not_guessed() -> None:
+    order_id = str(uuid.uuid4())
+    deliver(placed(order_id, "FR"))
+    outcome = deliver(paid(order_id, 3))
+    assert outcome.disposition is Disposition.PARK
+    assert "no contract for PaymentCompleted schema_version 3" in outcome.reason
+    assert not Shipment.objects.filter(order_id=order_id).exists()
 
 
 def test_schedules_once_for_a_served_country() -> None:
