@@ -27,6 +27,7 @@ from common.broker import BatchPublisher, Outgoing
 from common.messaging.models import OutboxMessage
 from common.observability import publishing, tracing_enabled
 from common.outbox import notify_channel
+from common.purge import PeriodicPurge
 from common.signing import signed_headers
 from common.topology import EVENTS_EXCHANGE, declare_shared
 
@@ -47,6 +48,9 @@ class Relay:
         self._stopping = False
         self._declared = False
         self._gauges_at = 0.0
+        # Housekeeping of this service's inbox and outbox (common/purge.py): the relay is the
+        # one long-running loop per service with database access, so it runs it when idle.
+        self._purge = PeriodicPurge.from_settings()
 
     def stop(self) -> None:
         self._stopping = True
@@ -194,6 +198,7 @@ class Relay:
                 if count >= self.batch:
                     continue
                 self._update_gauges()
+                self._purge.purge_if_due()  # logs its own failures: never stops publishing
             except Exception:  # noqa: BLE001 - the relay must outlive broker and DB outages
                 log.warning("relay cycle failed; retrying in %.1fs", backoff, exc_info=True)
                 connection.close()

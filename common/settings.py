@@ -286,6 +286,13 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", False),
         SAGA_RELAY_GRACE_SECONDS=env_float("SAGA_RELAY_GRACE_SECONDS", 2.0),
         SAGA_PREFETCH=env_int("SAGA_PREFETCH", 16),
+        # Housekeeping (common/purge.py, run by each relay): an inbox row is kept
+        # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
+        SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),
+        SAGA_OUTBOX_RETENTION_SECONDS=env_float("SAGA_OUTBOX_RETENTION_SECONDS", 24 * 3600.0),
+        SAGA_PURGE_INTERVAL_SECONDS=env_float("SAGA_PURGE_INTERVAL_SECONDS", 600.0),
+        SAGA_PURGE_BATCH=env_int("SAGA_PURGE_BATCH", 5000),
+        SAGA_PURGE_TIME_BUDGET_SECONDS=env_float("SAGA_PURGE_TIME_BUDGET_SECONDS", 2.0),
         # An event body larger than this is parked unread (events are small: < 10 KiB).
         SAGA_MAX_EVENT_BYTES=env_int("SAGA_MAX_EVENT_BYTES", 256 * 1024),
         # Celery: the worker hosts our event consumer (a bootstep) and runs the
