@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework import exceptions, serializers, status
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -45,10 +48,30 @@ class BearerTokenAuthentication(BaseAuthentication):
         return 'Bearer realm="api"'
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, but a body nested deeper than the decoder's recursion limit (a few
+    KiB of ``[[[[...``) is a 400 like any other bad JSON, not a RecursionError and a 500."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
+
+
 class StrictCharField(serializers.CharField):
-    """A string field that refuses JSON numbers and booleans instead of coercing them."""
+    """A string field that refuses JSON numbers and booleans instead of coercing them.
+
+    It takes the string as sent: no trimming of surrounding whitespace, so its length limits
+    and blank check apply to what the client sent (as the schema's maxLength/minLength say),
+    and a key is stored as given.
+    """
 
     default_error_messages = {"invalid": "Must be a string."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -69,10 +92,41 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-def uuid_query_param(request: Any, name: str) -> str | None:
-    """The query parameter ``name`` if given: a UUID, or a 400 naming the parameter."""
+class MoneyField(serializers.DecimalField):
+    """An amount of zero or more, as SPEC §6 has money: a decimal string (``"10.00"``), never
+    a JSON number. Plain digits only, at most ``max_digits - decimal_places`` before the point
+    and ``decimal_places`` after; no sign, exponent or spaces. The schema documents exactly
+    this as its ``pattern`` (common.views.MoneyFieldSchema)."""
+
+    default_error_messages = {
+        "format": 'Must be an amount of zero or more given as a JSON string of digits, e.g. "10.00": '
+        "at most {whole} digits before the point and {places} after it."
+    }
+
+    def __init__(self, *, max_digits: int, decimal_places: int = 2, **kwargs: Any) -> None:
+        super().__init__(
+            max_digits=max_digits, decimal_places=decimal_places, min_value=Decimal("0.00"), **kwargs
+        )
+        self.pattern = rf"^[0-9]{{1,{max_digits - decimal_places}}}(\.[0-9]{{1,{decimal_places}}})?$"
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if not isinstance(data, str) or not re.fullmatch(self.pattern, data):
+            self.fail("format", whole=self.max_digits - self.decimal_places, places=self.decimal_places)
+        return super().to_internal_value(data)
+
+
+def text_query_param(request: Any, name: str) -> str | None:
+    """The query parameter ``name`` as given; a NUL in it (no stored text has one) is a 400."""
     value = request.query_params.get(name)
-    if not value:
+    if value is not None and "\x00" in value:
+        raise exceptions.ValidationError({name: ["Null characters are not allowed."]})
+    return value
+
+
+def uuid_query_param(request: Any, name: str) -> str | None:
+    """The query parameter ``name`` if given: a UUID, or a 400 naming the parameter (blank too)."""
+    value = request.query_params.get(name)
+    if value is None:
         return None
     try:
         return str(uuid.UUID(value))
@@ -119,6 +173,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     # Imported here: rest_framework.views imports this module (via its settings).
     from rest_framework.views import exception_handler as drf_exception_handler
 
+    # Django's own (e.g. Http404 for an unknown ``?format=``) as DRF's handler takes them,
+    # so that they get this shape too rather than DRF's ``{"detail": ...}``.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -204,5 +264,31 @@ class BodySizeLimitMiddleware:
 
 
 class Pagination(PageNumberPagination):
+    """Pages of ``page_size`` (1 to 500; more is capped at 500): a ``page_size`` that is not
+    a positive whole number is a 400, not silently the default."""
+
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
+        if not digits:
+            raise exceptions.ValidationError({self.page_size_query_param: ["Must be a whole number from 1."]})
+        return self.max_page_size if len(digits) > 6 else min(int(digits), self.max_page_size)
+
+    def get_page_number(self, request: Any, paginator: Any) -> Any:
+        # A blank ``page`` is an invalid page (404) like ``page=x``, not silently the first.
+        if request.query_params.get(self.page_query_param) == "":
+            return ""
+        return super().get_page_number(request, paginator)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = f"Results per page: 1 to {self.max_page_size} (more is capped)."
+        return parameters

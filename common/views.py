@@ -1,14 +1,125 @@
-"""Views shared by the services (kept apart from common.api, which DRF settings import)."""
+"""Views shared by the services (kept apart from common.api, which DRF settings import).
+
+Also what their OpenAPI schema says about the shared plumbing of common.api: the bearer
+token, and the error responses every API operation may give (``ApiSchema``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions, mixins, status, viewsets
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from common.api import Conflict
+from common.api import Conflict, JSONParser
 from common.errors import AlreadyExists
+
+
+@extend_schema_serializer(many=False)  # an error is one object, on list operations too
+class ErrorSerializer(serializers.Serializer):
+    """Every API error (common.api.exception_handler, json_error)."""
+
+    error = serializers.CharField(help_text="A machine-readable code, e.g. validation_failed.")
+    message = serializers.CharField(help_text="What went wrong, for a person.")
+    fields = serializers.DictField(
+        required=False, help_text="validation_failed only: the messages for each field, by field path."
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input (the body, a query parameter or a header); ``fields`` names what.",
+    401: "No or a wrong ``Authorization: Bearer <token>`` header.",
+    404: "No such resource, or no such page.",
+    409: "The request conflicts with the current state.",
+    411: "A chunked request body: send it with a Content-Length.",
+    413: "The request body is over the size limit.",
+    415: "A request body that is not application/json.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """``responses`` entries of ``extend_schema`` for the error statuses ``codes``."""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]) for code in codes}
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """The schema's security scheme for common.api.BearerTokenAuthentication."""
+
+    target_class = "common.api.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "The shared API token."}
+
+
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+# A free-text query parameter (common.api.text_query_param): any string without a NUL.
+TEXT_PARAMETER = {"type": "string", "pattern": NO_NUL_PATTERN}
+
+
+class MoneyFieldSchema(OpenApiSerializerFieldExtension):
+    """common.api.MoneyField as it validates: a decimal string matching its ``pattern``."""
+
+    target_class = "common.api.MoneyField"
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        return {"type": "string", "format": "decimal", "pattern": self.target.pattern, "example": "10.00"}
+
+
+class ApiSchema(AutoSchema):
+    """Documents the errors the shared plumbing gives on every operation of its kind.
+
+    401 wherever a token is needed; 400, 411, 413 and 415 where a JSON body is read
+    (common.api.BodySizeLimitMiddleware, DRF's parser); 400 and 404 on paginated lists
+    (a bad ``page_size``, no such ``page``); 404 where the path names a resource. What
+    only a view knows (a 409) it names in ``extra_error_responses`` (by action), or
+    documents with ``extend_schema(responses=...)``, which wins.
+    """
+
+    def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> Any:
+        # drf-spectacular leaves out the limits of a nested ``many=True`` serializer.
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.ListSerializer) and schema and schema.get("type") == "array":
+            min_length = field.min_length if field.min_length is not None else int(not field.allow_empty)
+            if min_length:
+                schema["minItems"] = min_length
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        return schema
+
+    def _insert_field_validators(self, field: Any, schema: dict[str, Any]) -> None:
+        super()._insert_field_validators(field, schema)
+        # DRF's CharField refuses NUL characters (a 400): say so where no pattern says more.
+        # Added after drf-spectacular's own patterns (a RegexField's) and blank handling.
+        if (
+            isinstance(field, serializers.CharField)
+            and not field.read_only
+            and schema.get("type") == "string"
+            and "pattern" not in schema
+        ):
+            schema["pattern"] = NO_NUL_PATTERN
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        codes: set[int] = set()
+        if any(self.get_auth()):  # [{}] where no token is needed
+            codes.add(401)
+        if self.method in ("POST", "PUT", "PATCH"):
+            codes |= {400, 411, 413, 415}
+        if self.method == "GET" and self._is_list_view() and self._get_paginator():
+            codes |= {400, 404}
+        if "{" in self.path:
+            codes.add(404)
+        codes.update(
+            getattr(self.view, "extra_error_responses", {}).get(getattr(self.view, "action", None), ())
+        )
+        for code, response in error_responses(*sorted(codes)).items():
+            if str(code) not in responses:
+                responses[str(code)] = self._get_response_for_code(response, str(code), direction=direction)
+        return responses
 
 
 class KeyedResourceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -18,8 +129,11 @@ class KeyedResourceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     implements ``fetch`` (a selector) and ``create_with`` (a service).
     """
 
-    lookup_value_regex = "[^/]{1,64}"
+    lookup_value_regex = r"[^/\x00]{1,64}"  # no key has a NUL (PostgreSQL text cannot hold one)
     noun = "Resource"
+    schema = ApiSchema()
+    parser_classes = [JSONParser]
+    extra_error_responses = {"create": (409,)}  # the key is taken
 
     def fetch(self, key: str) -> Any:
         raise NotImplementedError

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import StrictCharField, StrictIntegerField, uuid_query_param
-from common.views import KeyedResourceViewSet
+from common.api import MoneyField, StrictCharField, StrictIntegerField, uuid_query_param
+from common.views import ApiSchema, KeyedResourceViewSet
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 
@@ -17,7 +17,7 @@ from inventory_svc.inventory.models import Product, Reservation
 class ProductSerializer(serializers.ModelSerializer):
     sku = StrictCharField(min_length=1, max_length=64)
     name = StrictCharField(min_length=1, max_length=200)
-    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0.00"))
+    price = MoneyField(max_digits=12)
     available = StrictIntegerField(min_value=0, max_value=1_000_000_000)
 
     class Meta:
@@ -51,11 +51,12 @@ class ProductViewSet(KeyedResourceViewSet):
 
 class ReservationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ReservationSerializer
+    schema = ApiSchema()
 
     def get_queryset(self):
         order_id = uuid_query_param(self.request, "order_id")
         return selectors.reservation_list(order_id=order_id)
 
-    @extend_schema(parameters=[OpenApiParameter("order_id", str)])
+    @extend_schema(parameters=[OpenApiParameter("order_id", OpenApiTypes.UUID)])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)

@@ -12,7 +12,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict, StrictCharField, StrictIntegerField
+from common.api import Conflict, JSONParser, StrictCharField, StrictIntegerField, text_query_param
+from common.views import TEXT_PARAMETER, ApiSchema
 from order_svc.orders import selectors, services
 from order_svc.orders.models import Order, OrderStatus
 
@@ -22,7 +23,9 @@ MAX_QUANTITY = 10_000
 
 class AddressSerializer(serializers.Serializer):
     country = serializers.RegexField(
-        r"^[A-Z]{2}$", error_messages={"invalid": "Must be an ISO-3166 alpha-2 code in upper case."}
+        r"\A[A-Z]{2}\Z",  # \Z: "FR\n" is not a code ($ would take it), nor is " FR" (not trimmed)
+        trim_whitespace=False,
+        error_messages={"invalid": "Must be an ISO-3166 alpha-2 code in upper case."},
     )
     name = StrictCharField(max_length=200, required=False, allow_blank=True)
     line1 = StrictCharField(max_length=200, required=False, allow_blank=True)
@@ -37,7 +40,9 @@ class ItemInSerializer(serializers.Serializer):
 
 class OrderInSerializer(serializers.Serializer):
     customer_id = StrictCharField(min_length=1, max_length=64)
-    items = ItemInSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+    items = ItemInSerializer(
+        many=True, allow_empty=False, max_length=MAX_LINES, help_text="Each sku may appear once (else a 400)."
+    )
     shipping_address = AddressSerializer()
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +89,7 @@ class OrderOutSerializer(serializers.ModelSerializer):
 
 
 class CancelInSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, max_length=200)
+    reason = StrictCharField(required=False, min_length=1, max_length=200)
 
 
 def fingerprint(data: dict[str, Any]) -> str:
@@ -94,19 +99,23 @@ def fingerprint(data: dict[str, Any]) -> str:
 
 class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = OrderOutSerializer
+    schema = ApiSchema()
+    parser_classes = [JSONParser]
+    # An Idempotency-Key reused with another body; an order past PENDING.
+    extra_error_responses = {"create": (409,), "cancel": (409,)}
 
     def get_queryset(self):
         status_filter = self.request.query_params.get("status")
-        if status_filter and status_filter not in OrderStatus.values:
+        if status_filter is not None and status_filter not in OrderStatus.values:
             raise ValidationError({"status": [f"Must be one of {', '.join(OrderStatus.values)}."]})
         return selectors.order_list(
-            status=status_filter, customer_id=self.request.query_params.get("customer_id")
+            status=status_filter, customer_id=text_query_param(self.request, "customer_id")
         )
 
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=OrderStatus.values),
-            OpenApiParameter("customer_id", str),
+            OpenApiParameter("customer_id", TEXT_PARAMETER),
         ]
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -122,7 +131,14 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         request=OrderInSerializer,
         responses={201: OrderOutSerializer, 200: OrderOutSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                OpenApiParameter.HEADER,
+                description="Replaying a request with the same key and body returns the same order (200).",
+            )
+        ],
     )
     def create(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key")

@@ -1,22 +1,22 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import StrictCharField, uuid_query_param
-from common.views import KeyedResourceViewSet
+from common.api import MoneyField, StrictCharField, text_query_param, uuid_query_param
+from common.views import TEXT_PARAMETER, ApiSchema, KeyedResourceViewSet
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 
 
 class AccountSerializer(serializers.ModelSerializer):
     customer_id = StrictCharField(min_length=1, max_length=64)
-    balance = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0.00"))
+    balance = MoneyField(max_digits=14)
 
     class Meta:
         model = Account
@@ -46,13 +46,19 @@ class AccountViewSet(KeyedResourceViewSet):
 
 class PaymentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = PaymentSerializer
+    schema = ApiSchema()
 
     def get_queryset(self):
         order_id = uuid_query_param(self.request, "order_id")
         return selectors.payment_list(
-            order_id=order_id, customer_id=self.request.query_params.get("customer_id")
+            order_id=order_id, customer_id=text_query_param(self.request, "customer_id")
         )
 
-    @extend_schema(parameters=[OpenApiParameter("order_id", str), OpenApiParameter("customer_id", str)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("order_id", OpenApiTypes.UUID),
+            OpenApiParameter("customer_id", TEXT_PARAMETER),
+        ]
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
