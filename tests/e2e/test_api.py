@@ -525,6 +525,12 @@ def test_product_duplicate_sku_is_409(api: Api) -> None:
         pytest.param({"sku": 12345}, "sku", id="sku-number"),
         pytest.param({"name": ""}, "name", id="empty-name"),
         pytest.param({"available": "5"}, "available", id="available-string"),
+        pytest.param({"name": "n" * 201}, "name", id="name-201"),
+        pytest.param({"available": 1_000_000_001}, "available", id="available-over-a-billion"),
+        pytest.param({"price": "12345678901.00"}, "price", id="price-11-integer-digits"),
+        pytest.param({"price": 1.5}, "price", id="price-as-a-float"),
+        pytest.param({"price": "NaN"}, "price", id="price-nan"),
+        pytest.param({"price": "1e3"}, "price", id="price-exponent"),
     ],
 )
 def test_product_bad_input_is_400(api: Api, overrides: dict[str, Any], field: str) -> None:
@@ -577,6 +583,9 @@ def test_account_duplicate_is_409(api: Api) -> None:
         pytest.param({"balance": None}, "balance", id="balance-null"),
         pytest.param({"customer_id": ""}, "customer_id", id="empty-customer_id"),
         pytest.param({"customer_id": "c" * 65}, "customer_id", id="customer_id-65"),
+        pytest.param({"balance": "1234567890123.00"}, "balance", id="balance-13-integer-digits"),
+        pytest.param({"balance": 10.5}, "balance", id="balance-as-a-float"),
+        pytest.param({"balance": "Infinity"}, "balance", id="balance-infinity"),
     ],
 )
 def test_account_bad_input_is_400(api: Api, overrides: dict[str, Any], field: str) -> None:
@@ -623,3 +632,13 @@ def test_shipments_filter_unknown_order_is_empty(api: Api) -> None:
     response = api.get("shipping", "/api/shipments/", params={"order_id": str(uuid.uuid4())})
     assert response.status_code == 200, response.text
     assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
+
+
+@pytest.mark.parametrize("reason", ["r" * 201, "", 42], ids=["reason-201", "reason-empty", "reason-number"])
+def test_cancel_reason_out_of_bounds_is_400_and_cancels_nothing(api: Api, reason: Any) -> None:
+    customer = api.account()
+    sku = api.product(available=5)
+    order = api.place(customer, [(sku, 1)])
+    response = api.post("order", f"/api/orders/{order['id']}/cancel/", json={"reason": reason})
+    assert_names_field(assert_json_error(response, 400), ("reason",))
+    assert api.wait_terminal(order["id"])["status"] == "COMPLETED"

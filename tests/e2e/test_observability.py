@@ -81,7 +81,7 @@ def test_metrics_count_what_happened(api: Api) -> None:
             "lines": [{"sku": sku, "quantity": 1, "unit_price": "5.00"}],
         },
     ).to_json()
-    publish("inventory.reserved", duplicate)
+    publish("inventory.reserved", duplicate, signed_by="inventory")
     poll(
         lambda: (
             total(scrape(api), "payment", "saga_deliveries_total", outcome="duplicate")

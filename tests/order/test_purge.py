@@ -117,7 +117,8 @@ def effects(order: Order) -> tuple:
 
 
 # -- inbox ---------------------------------------------------------------------------
-def test_the_default_window_is_the_retry_tiers_plus_a_week() -> None:
+def test_the_default_window_is_the_retry_tiers_plus_a_week(settings) -> None:
+    settings.SAGA_RETRY_DELAYS_MS = [1000, 5000, 30_000]  # the defaults (make test runs shorter tiers)
     retention = Retention.from_settings()
     assert retention.replay_margin_seconds == 7 * 24 * 3600
     assert retention.inbox_seconds == 36 + 7 * 24 * 3600  # tiers 1 s + 5 s + 30 s
