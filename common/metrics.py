@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -93,27 +92,16 @@ class DatabaseState:
 def read_database_state(service: str) -> DatabaseState:
     """Count parked messages (and, in the Order service, stuck sagas by status)."""
     from django.conf import settings
-    from django.db.models import Count
-    from django.utils import timezone
 
     from common.messaging.models import ParkedMessage, ParkedStatus
 
     parked = ParkedMessage.objects.filter(status=ParkedStatus.PARKED).count()
     if service != "order":
         return DatabaseState(parked)
-    from order_svc.orders.models import TERMINAL_STATUSES, Order, OrderStatus
+    from order_svc.orders.selectors import order_stuck_counts  # what the admin's Stuck sagas lists
 
     grace = float(getattr(settings, "SAGA_STUCK_GRACE_SECONDS", DEFAULT_STUCK_GRACE_SECONDS))
-    open_statuses = [status for status in OrderStatus.values if status not in TERMINAL_STATUSES]
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    rows = (
-        Order.objects.filter(status__in=open_statuses, deadline_at__lt=cutoff)
-        .order_by()
-        .values("status")
-        .annotate(count=Count("id"))
-    )
-    stuck = {status: 0 for status in open_statuses} | {row["status"]: row["count"] for row in rows}
-    return DatabaseState(parked, stuck)
+    return DatabaseState(parked, order_stuck_counts(grace_seconds=grace))
 
 
 class DatabaseGauges:

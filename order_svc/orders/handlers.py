@@ -16,13 +16,30 @@ registry.originates("OrderPlaced", by="POST /api/orders/")
 registry.originates("OrderCancelled", by="POST /api/orders/{id}/cancel/ or the deadline sweep")
 
 
-def on(event_type: str, **kwargs: object) -> Callable[[Callable[[Envelope], None]], Callable]:
-    """Register a handler that first adds the event to the order's timeline."""
+def on(
+    event_type: str, *, notice: bool = False, **kwargs: object
+) -> Callable[[Callable[[Envelope], None]], Callable]:
+    """Register a handler that first adds the event to the order's timeline.
+
+    A ``notice`` (a step was retried or parked in some service) is timeline-only and names
+    whatever saga id the message it is about carried; a parked garbage message's made-up id
+    names no order here, and never will (orders are created here first). Such a notice is
+    dropped with a log line, not retried into the parking lot.
+    """
 
     def decorator(func: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
         def handler(event: Envelope) -> None:
-            services.timeline_record(order_id=event.saga_id, envelope=event)
-            func(event)
+            if not notice:
+                services.timeline_record(order_id=event.saga_id, envelope=event)
+                func(event)
+            elif not services.timeline_note(order_id=event.saga_id, envelope=event):
+                log.info(
+                    "%s about unknown order %s (from %s): nothing to annotate",
+                    event.event_type,
+                    event.saga_id,
+                    event.producer,
+                    extra={"saga_id": event.saga_id},
+                )
 
         handler.__name__ = func.__name__
         handler.__doc__ = func.__doc__
@@ -89,37 +106,11 @@ def handle_inventory_deducted(event: Envelope) -> None:
     """Timeline only: the reservation left the warehouse."""
 
 
-def notice(event_type: str) -> Callable[[Callable[[Envelope], None]], Callable]:
-    """Register a timeline-only notice (a step was retried or parked in some service).
-
-    A notice names whatever saga id the message it is about carried; a parked garbage
-    message's made-up id names no order here, and never will (orders are created here
-    first). Such a notice is dropped with a log line, not retried into the parking lot.
-    """
-
-    def decorator(func: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
-        def handler(event: Envelope) -> None:
-            if not services.timeline_note(order_id=event.saga_id, envelope=event):
-                log.info(
-                    "%s about unknown order %s (from %s): nothing to annotate",
-                    event.event_type,
-                    event.saga_id,
-                    event.producer,
-                    extra={"saga_id": event.saga_id},
-                )
-
-        handler.__name__ = func.__name__
-        handler.__doc__ = func.__doc__
-        return registry.handles(event_type)(handler)
-
-    return decorator
-
-
-@notice("MessageRetried")
+@on("MessageRetried", notice=True)
 def handle_message_retried(event: Envelope) -> None:
     """Timeline only: a step of this saga needed retries (payload: which, how many, why)."""
 
 
-@notice("MessageParked")
+@on("MessageParked", notice=True)
 def handle_message_parked(event: Envelope) -> None:
     """Timeline only: a step of this saga was parked; an operator must replay or discard it."""

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import timedelta
+
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from order_svc.orders.models import TERMINAL_STATUSES, Order
+from order_svc.orders.models import TERMINAL_STATUSES, Order, OrderStatus
 
 
 def order_list(*, status: str | None = None, customer_id: str | None = None) -> QuerySet[Order]:
@@ -19,13 +21,20 @@ def order_get(*, order_id: str) -> Order | None:
     return Order.objects.prefetch_related("lines", "timeline").filter(id=order_id).first()
 
 
-def order_stuck() -> QuerySet[Order]:
-    """Non-terminal orders past their deadline, oldest first (a saga that needs a person)."""
+def order_stuck(*, grace_seconds: float = 0.0) -> QuerySet[Order]:
+    """Non-terminal orders past their deadline (plus a grace), oldest first (a saga that needs a person)."""
     return (
         Order.objects.exclude(status__in=TERMINAL_STATUSES)
-        .filter(deadline_at__lt=timezone.now())
+        .filter(deadline_at__lt=timezone.now() - timedelta(seconds=grace_seconds))
         .order_by("created_at")
     )
+
+
+def order_stuck_counts(*, grace_seconds: float) -> dict[str, int]:
+    """How many orders :func:`order_stuck` finds, by status (every open status, zeros included)."""
+    rows = order_stuck(grace_seconds=grace_seconds).order_by().values("status").annotate(count=Count("id"))
+    open_statuses = [status for status in OrderStatus.values if status not in TERMINAL_STATUSES]
+    return {status: 0 for status in open_statuses} | {row["status"]: row["count"] for row in rows}
 
 
 def order_timeline(*, order: Order) -> list[dict[str, object]]:

@@ -16,6 +16,7 @@ from common.outbox import OutsideTransactionError, emit
 from order_svc.orders import services
 from order_svc.orders.models import IllegalTransition, Order, OrderStatus, SagaEvent
 from tests.events import deliver, envelope, outbox_events, outbox_types, signed_as
+from tests.order.orders import place, reserved
 
 
 def new_order(**fields) -> Order:
@@ -57,14 +58,6 @@ def test_compensating_until_every_undo_is_confirmed_in_any_order() -> None:
 
 
 # -- with the database ---------------------------------------------------------------
-def place(**kwargs) -> Order:
-    order, _ = services.order_place(
-        customer_id="alice",
-        items=[{"sku": "b", "quantity": 1}, {"sku": "a", "quantity": 2}],
-        shipping_address={"country": "FR"},
-        **kwargs,
-    )
-    return order
 
 
 @pytest.mark.django_db(transaction=True)
@@ -114,22 +107,6 @@ def test_idempotency_key_replays_and_conflicts() -> None:
             fingerprint="f2",
         )
     assert Order.objects.count() == 1
-
-
-def reserved(order_id: str):
-    return envelope(
-        "InventoryReserved",
-        order_id,
-        {
-            "customer_id": "alice",
-            "total": "7.00",
-            "lines": [
-                {"sku": "a", "quantity": 2, "unit_price": "3.00"},
-                {"sku": "b", "quantity": 1, "unit_price": "1.00"},
-            ],
-        },
-        producer="inventory",
-    )
 
 
 EVENTS = {
@@ -376,3 +353,20 @@ def test_the_timeline_accepts_the_current_and_the_previous_payment_completed(ver
     event = envelope("PaymentCompleted", order_id, payload, schema_version=version)
     assert deliver(event).disposition is Disposition.HANDLED
     assert SagaEvent.objects.filter(order_id=order_id, event_type="PaymentCompleted").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_stuck_sagas_gauge_counts_what_the_admin_lists_as_stuck(settings) -> None:
+    from common.metrics import read_database_state
+    from order_svc.orders import selectors
+
+    settings.SAGA_STUCK_GRACE_SECONDS = 60
+    late, recent, done = place(), place(), place()
+    Order.objects.filter(id=late.id).update(deadline_at=timezone.now() - timedelta(seconds=120))
+    Order.objects.filter(id=recent.id).update(deadline_at=timezone.now() - timedelta(seconds=30))
+    Order.objects.filter(id=done.id).update(
+        deadline_at=timezone.now() - timedelta(seconds=120), status=OrderStatus.COMPLETED
+    )
+    assert read_database_state("order").stuck == {"PENDING": 1, "COMPENSATING": 0}
+    assert [o.id for o in selectors.order_stuck(grace_seconds=60)] == [late.id]
+    assert {o.id for o in selectors.order_stuck()} == {late.id, recent.id}

@@ -23,9 +23,9 @@ from common.consumer import Disposition
 from common.messaging.models import InboxMessage, OutboxMessage, ParkedAction, ParkedMessage, ParkedStatus
 from common.purge import _DELETE, PeriodicPurge, Retention, purge
 from common.relay import Relay
-from order_svc.orders import services
 from order_svc.orders.models import Order
 from tests.events import deliver, envelope, outbox_types
+from tests.order.orders import place, reserved
 from tests.unit.test_purge_window import FakeClock
 from tests.unit.test_purge_window import result as done
 
@@ -76,31 +76,6 @@ def age_inbox_row(event_id: str, seconds: float) -> None:
 
 def inbox_has(event_id: str) -> bool:
     return InboxMessage.objects.filter(event_id=event_id).exists()
-
-
-def place() -> Order:
-    order, _ = services.order_place(
-        customer_id="alice",
-        items=[{"sku": "b", "quantity": 1}, {"sku": "a", "quantity": 2}],
-        shipping_address={"country": "FR"},
-    )
-    return order
-
-
-def reserved(order_id: str):
-    return envelope(
-        "InventoryReserved",
-        order_id,
-        {
-            "customer_id": "alice",
-            "total": "7.00",
-            "lines": [
-                {"sku": "a", "quantity": 2, "unit_price": "3.00"},
-                {"sku": "b", "quantity": 1, "unit_price": "1.00"},
-            ],
-        },
-        producer="inventory",
-    )
 
 
 def effects(order: Order) -> tuple:
