@@ -18,6 +18,9 @@ Points:
 - ``consumer.receive``: a delivery arrived, before anything is done with it.
 - ``consumer.before_commit``: inside the handler's transaction, after the effect.
 - ``consumer.after_commit``: after the commit, before the broker ack.
+- ``outbox.after_commit``: an event's transaction committed, before this process hands it to
+  its publisher (common/direct.py); ``raise`` leaves that event to the relay, as a process
+  that died right after its commit would.
 - ``relay.after_publish``: the relay published a batch, before marking it published.
 """
 
@@ -32,7 +35,13 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-POINTS = ("consumer.receive", "consumer.before_commit", "consumer.after_commit", "relay.after_publish")
+POINTS = (
+    "consumer.receive",
+    "consumer.before_commit",
+    "consumer.after_commit",
+    "outbox.after_commit",
+    "relay.after_publish",
+)
 ACTIONS = ("crash", "raise", "duplicate", "delay")
 RECEIVE_ONLY = ("duplicate", "delay")
 

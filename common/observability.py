@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -142,6 +142,23 @@ def publishing(
         },
     ) as span:
         yield span
+
+
+@contextmanager
+def publishing_each(service: str, events: list[tuple[str, str, dict[str, str]]]) -> Iterator[None]:
+    """A publish span per ``(event_type, saga_id, trace_headers)``, each continuing its own saga's
+    trace (explicit parent, whatever is current), around publishing them as one batch."""
+    if not tracing_enabled():
+        yield
+        return
+    with ExitStack() as stack:
+        for event_type, saga_id, trace_headers in events:
+            stack.enter_context(
+                publishing(
+                    service=service, event_type=event_type, saga_id=saga_id, trace_headers=trace_headers
+                )
+            )
+        yield
 
 
 @contextmanager

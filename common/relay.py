@@ -15,7 +15,6 @@ import json
 import logging
 import select
 import time
-from collections.abc import Iterator
 
 import psycopg2
 from django.conf import settings
@@ -25,7 +24,7 @@ from django.utils import timezone
 from common import faults, metrics
 from common.broker import BatchPublisher, Outgoing
 from common.messaging.models import OutboxMessage
-from common.observability import publishing, tracing_enabled
+from common.observability import publishing_each, tracing_enabled
 from common.outbox import notify_channel
 from common.purge import PeriodicPurge
 from common.signing import signed_headers
@@ -120,23 +119,17 @@ class Relay:
             raise error
         return len(published)
 
-    @contextlib.contextmanager
-    def _spans(self, rows: list[tuple]) -> Iterator[None]:
+    def _spans(self, rows: list[tuple]) -> contextlib.AbstractContextManager[None]:
         """One publish span per row, each continuing its saga's trace (none when tracing is off)."""
         if not tracing_enabled():
-            yield
-            return
-        with contextlib.ExitStack() as stack:
-            for _, _, event_type, _, saga_id, body, _ in rows:
-                stack.enter_context(
-                    publishing(
-                        service=self.service,
-                        event_type=event_type,
-                        saga_id=str(saga_id),
-                        trace_headers=json.loads(body).get("trace") or {},
-                    )
-                )  # each continues its own saga's trace (explicit parent), whatever is current
-            yield
+            return contextlib.nullcontext()
+        return publishing_each(
+            self.service,
+            [
+                (event_type, str(saga_id), json.loads(body).get("trace") or {})
+                for _, _, event_type, _, saga_id, body, _ in rows
+            ],
+        )
 
     def _listen(self) -> None:
         db = connection.settings_dict

@@ -280,10 +280,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_OCC_MAX_ATTEMPTS=env_int("SAGA_OCC_MAX_ATTEMPTS", 8),
         SAGA_RELAY_BATCH=env_int("SAGA_RELAY_BATCH", 200),
         SAGA_RELAY_SWEEP_SECONDS=env_float("SAGA_RELAY_SWEEP_SECONDS", 1.0),
-        # Publish each event right after its transaction commits (common/direct.py); the
-        # relay then only sweeps rows older than the grace period. Off: the relay publishes
-        # everything, woken by NOTIFY.
-        SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", False),
+        # Publish each event right after its transaction commits, from a per-process
+        # publishing thread (common/direct.py); the relay then only sweeps rows older than
+        # the grace period. Off: the relay publishes everything, woken by NOTIFY.
+        SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", True),
         SAGA_RELAY_GRACE_SECONDS=env_float("SAGA_RELAY_GRACE_SECONDS", 2.0),
         SAGA_PREFETCH=env_int("SAGA_PREFETCH", 16),
         # Housekeeping (common/purge.py, run by each relay): an inbox row is kept

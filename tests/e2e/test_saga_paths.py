@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection
 
 from common.envelope import Envelope
-from tests.support import Api, ctl, manage, poll, signature, wait_invariants
+from tests.support import Api, ctl, faults, manage, poll, signature, wait_invariants
 
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 PATHS = [
@@ -156,7 +156,10 @@ def test_relay_down_between_commit_and_publish_loses_nothing(api: Api) -> None:
     customer = api.account()
     ctl("stop", "order-relay")
     try:
-        order = api.place(customer, [(sku, 1)])
+        # The web process "dies" between its commit and its publish (the fault stands in for
+        # that): the event is only in the outbox, and the relay that would sweep it is down.
+        with faults("order/outbox.after_commit=raise"):
+            order = api.place(customer, [(sku, 1)])
         # Committed, not published: nothing downstream moves while the relay is down.
         for _ in range(10):
             assert api.order(order["id"])["status"] == "PENDING"

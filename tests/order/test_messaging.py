@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from urllib.parse import urlparse
@@ -109,6 +110,12 @@ def test_relay_publishes_a_backlog_in_one_confirmed_batch_oldest_first(spy) -> N
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
+@pytest.fixture(autouse=True)
+def relay_publishes(settings) -> None:
+    """The relay tests see every row: nothing is published on commit unless a test says so."""
+    settings.SAGA_PUBLISH_ON_COMMIT = False
+
+
 @pytest.mark.django_db(transaction=True)
 def test_publish_on_commit_sends_at_commit_and_marks_the_row(spy, settings) -> None:
     settings.SAGA_PUBLISH_ON_COMMIT = True
@@ -116,8 +123,20 @@ def test_publish_on_commit_sends_at_commit_and_marks_the_row(spy, settings) -> N
     [message] = drain(spy, 1)  # no relay ran
     assert json.loads(message.body)["saga_id"] == order_id
     assert message.properties["delivery_mode"] == 2
+    assert message.headers[SIGNATURE_HEADER].startswith("v1=")
+    assert direct.pusher().flush()
     assert OutboxMessage.objects.get(saga_id=order_id).published_at is not None
     assert Relay().publish_pending() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_sends_a_burst_in_commit_order(spy, settings) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    order_ids = [place() for _ in range(20)]
+    got = [json.loads(m.body)["saga_id"] for m in drain(spy, 20)]
+    assert got == order_ids
+    assert direct.pusher().flush()
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -131,8 +150,45 @@ def test_publish_on_commit_is_never_sent_for_a_rolled_back_transaction(spy, sett
 
     with pytest.raises(RuntimeError):
         place_then_fail()
+    assert direct.pusher().flush()
     assert drain(spy, 1, timeout=1.0) == []
     assert not OutboxMessage.objects.exists()
+
+
+class StuckBroker:
+    """A publisher whose confirms do not come until the test says so."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.real = BatchPublisher()
+
+    def publish_batch(self, messages):
+        self.entered.set()
+        self.release.wait(30)
+        return self.real.publish_batch(messages)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_never_makes_the_committing_thread_wait_for_the_broker(
+    spy, settings, monkeypatch
+) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    stuck = StuckBroker()
+    monkeypatch.setattr(direct.pusher(), "publisher_factory", lambda: stuck)
+    first = place()
+    poll(stuck.entered.is_set, bool, timeout=10, what="the pusher to be publishing")
+    # The broker holds the pusher up; requests and deliveries go on committing meanwhile.
+    second = place()
+    assert not stuck.release.is_set()
+    assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 2
+    stuck.release.set()
+    got = [json.loads(m.body)["saga_id"] for m in drain(spy, 2)]
+    assert got == [first, second]
+    assert direct.pusher().flush()
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -141,16 +197,40 @@ def test_publish_on_commit_failing_leaves_the_row_to_the_relay_after_the_grace(
 ) -> None:
     settings.SAGA_PUBLISH_ON_COMMIT = True
     settings.SAGA_RELAY_GRACE_SECONDS = 3.0
-    monkeypatch.setattr(direct, "_publisher", lambda: Publisher("amqp://saga:saga@127.0.0.1:1/saga_test"))
-    monkeypatch.setattr(direct._local, "broker_down_until", 0.0, raising=False)
+    unreachable = "amqp://saga:saga@127.0.0.1:1/saga_test"  # nothing listens on port 1
+    monkeypatch.setattr(direct.pusher(), "publisher_factory", lambda: BatchPublisher(unreachable))
     started = time.monotonic()
-    order_id = place()  # its publish on commit fails (nothing listens on port 1), quickly
+    order_id = place()
+    assert direct.pusher().flush()  # the attempt failed, quickly
+    assert direct.pusher()._down_until > started
     assert OutboxMessage.objects.get(saga_id=order_id).published_at is None
     assert Relay().publish_pending() == 0  # too fresh: maybe being published right now
-    poll(lambda: Relay().publish_pending(), lambda n: n == 1, timeout=10, what="the relay to take the row")
+    # Meanwhile later events are not handed to the pusher one by one: the relay has them.
+    later = place()
+    assert direct.pusher().flush()
+
+    def unpublished_after_a_relay_pass() -> int:
+        Relay().publish_pending()
+        return OutboxMessage.objects.filter(published_at__isnull=True).count()
+
+    poll(unpublished_after_a_relay_pass, lambda n: n == 0, timeout=10, what="the relay to take the rows")
     assert time.monotonic() - started >= 2.5
-    # Meanwhile later events do not try the broker again one by one: the relay has them.
-    assert direct._local.broker_down_until > started
+    got = {json.loads(m.body)["saga_id"] for m in drain(spy, 2)}
+    assert got == {order_id, later}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_dying_between_commit_and_publish_leaves_the_event_to_the_relay(
+    spy, settings, monkeypatch
+) -> None:
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    settings.SAGA_RELAY_GRACE_SECONDS = 0.0
+    monkeypatch.setenv("SAGA_FAULTS", "outbox.after_commit=raise")
+    monkeypatch.setattr(faults, "_config", None)
+    order_id = place()  # committed; the fault stands in for a crash before the hand-over
+    assert direct.pusher().flush()
+    assert drain(spy, 1, timeout=1.0) == []
+    assert Relay().publish_pending() == 1
     [message] = drain(spy, 1)
     assert json.loads(message.body)["saga_id"] == order_id
 
