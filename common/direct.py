@@ -61,7 +61,7 @@ class Pusher:
     def __init__(self) -> None:
         self._pending: collections.deque[_Item] = collections.deque()
         self._wake = threading.Condition()
-        self._busy = 0  # items taken off the deque and not yet published
+        self._busy = 0  # items taken off the deque and not yet published (or being marked)
         self._unmarked: list[int] = []  # outbox ids published (confirmed), not yet marked
         self._marked_at = 0.0
         self._hurry = False  # flush(): mark now rather than at the next MARK_EVERY_SECONDS
@@ -133,6 +133,7 @@ class Pusher:
         """Mark what was confirmed since the last time published, in one statement."""
         with self._wake:
             ids, self._unmarked = self._unmarked, []
+            self._busy += len(ids)  # flush() waits for this UPDATE too (reset after it, in _run)
         self._marked_at = time.monotonic()
         try:
             with connection.cursor() as cursor:  # autocommit: one statement, no transaction to pay for

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -370,3 +371,37 @@ def test_the_stuck_sagas_gauge_counts_what_the_admin_lists_as_stuck(settings) ->
     assert read_database_state("order").stuck == {"PENDING": 1, "COMPENSATING": 0}
     assert [o.id for o in selectors.order_stuck(grace_seconds=60)] == [late.id]
     assert {o.id for o in selectors.order_stuck()} == {late.id, recent.id}
+
+
+@pytest.mark.django_db
+def test_the_fast_representation_of_an_order_is_the_serializers() -> None:
+    from order_svc.orders.api import OrderOutSerializer, order_out
+    from order_svc.orders.selectors import order_get
+
+    placed = place()  # as the POST answers: the instance order_place returned, total unknown
+    assert order_out(placed) == OrderOutSerializer(placed).data
+    assert order_out(placed)["total"] is None
+    oid = str(placed.id)
+    deliver(reserved(oid))
+    deliver(EVENTS["ShipmentScheduled"](oid))
+    full, _ = services.order_place(
+        customer_id="bob",
+        items=[{"sku": "a", "quantity": 1}],
+        shipping_address={
+            "country": "DE",
+            "name": "Bob",
+            "line1": "1 Main St",
+            "city": "B",
+            "postal_code": "1",
+        },
+    )
+    services.order_cancel(order_id=str(full.id), reason="changed my mind")
+    for order in (order_get(order_id=oid), order_get(order_id=str(full.id))):
+        expected = OrderOutSerializer(order).data
+        assert order_out(order) == expected
+        assert json.dumps(order_out(order)) == json.dumps(expected)  # same types, same key order
+    completed = order_out(order_get(order_id=oid))
+    assert (completed["status"], completed["total"]) == ("COMPLETED", "7.00")
+    assert {i["sku"]: i["unit_price"] for i in completed["items"]} == {"a": "3.00", "b": "1.00"}
+    assert len(completed["timeline"]) == 4
+    assert completed["created_at"].endswith("Z")

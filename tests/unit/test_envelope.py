@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from common import contracts
 from common.contracts import known_event_types, validate_payload
 from common.envelope import ENVELOPE_FIELDS, Envelope, EnvelopeError, routing_key_for
 
@@ -102,3 +104,80 @@ def test_occurred_at_is_aware_utc_by_default() -> None:
     envelope = Envelope(event_type="OrderCompleted", saga_id=str(uuid.uuid4()), producer="order", payload={})
     assert envelope.occurred_at <= datetime.now(tz=UTC)
     assert envelope.occurred_at.utcoffset().total_seconds() == 0
+
+
+SAMPLES = {  # a value matching each pattern the contracts use
+    r"^[A-Z]{2}$": "FR",
+    r"^\d{1,12}\.\d{2}$": "12.50",
+    "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$": "0b7e5b1e-3f0c-4a8e-9d7e-1c2b3a4d5e6f",
+}
+WRONG = [
+    None,
+    True,
+    0,
+    1,
+    -1,
+    1.5,
+    1e308,
+    "",
+    "x",
+    "x" * 5000,
+    "FR\n",
+    "12.5",
+    "1" * 13 + ".00",
+    [],
+    [1],
+    {},
+    {"a": 1},
+]
+
+
+def minimal(schema: dict) -> object:
+    """A valid instance of ``schema`` (the keywords the contracts use), every property present."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: minimal(sub) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [minimal(schema["items"]) for _ in range(max(1, schema.get("minItems", 1)))]
+    if kind == "string":
+        return SAMPLES.get(schema.get("pattern"), "x" * max(1, schema.get("minLength", 1)))
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    return None
+
+
+def mutations(value: object) -> Iterator[object]:
+    """Copies of ``value`` with one thing wrong: a key removed or a value replaced, anywhere."""
+    yield from WRONG
+    if isinstance(value, dict):
+        for key in value:
+            yield {k: v for k, v in value.items() if k != key}
+            for wrong in mutations(value[key]):
+                yield {**value, key: wrong}
+        yield {**value, "unexpected": 1}
+    elif isinstance(value, list) and value:
+        yield []
+        yield value * 200
+        for wrong in mutations(value[0]):
+            yield [wrong, *value[1:]]
+
+
+@pytest.mark.parametrize(("event_type", "version"), sorted(contracts._validators()))
+def test_the_compiled_contract_never_accepts_what_jsonschema_rejects(event_type: str, version: int) -> None:
+    schema = json.loads(contracts.CONTRACTS_FILE.read_text())["events"][event_type][str(version)]
+    valid = minimal(schema)
+    assert contracts.fast_valid(event_type, version, valid)  # the fast path is taken
+    validate_payload(event_type, version, valid)
+    checked = rejected = 0
+    for payload in mutations(valid):
+        strict = not list(contracts._validators()[(event_type, version)].iter_errors(payload))
+        if contracts.fast_valid(event_type, version, payload):
+            assert strict, f"compiled contract accepted what jsonschema rejects: {payload!r}"
+        rejected += not strict
+        checked += 1
+    assert rejected > checked // 2  # the mutations do break the contract, mostly
