@@ -75,6 +75,9 @@ class Stock:
 
 PRODUCTS = Product._meta.db_table
 RESERVATIONS = Reservation._meta.db_table
+# The largest amount a saga's money fields hold (12 digits and cents: the contracts'
+# money pattern, the order's and the payment's columns).
+MAX_TOTAL = Decimal("999999999999.99")
 
 
 def _apply(product: Stock | Product, *, available: int = 0, reserved: int = 0) -> None:
@@ -146,12 +149,21 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
                 "skus": short,
                 "reason": f"out of stock: {detail}",
             }
+        total = sum(products[sku].price * wanted[sku] for sku in wanted)
+        if total > MAX_TOTAL:
+            # Each price and quantity is within the API's limits, but their sum is more than
+            # any money field of the saga holds: nothing can charge it. A business outcome
+            # (the order is rejected), not a failure to retry and park.
+            return "InventoryRejected", {
+                "code": "total_too_large",
+                "skus": sorted(wanted),
+                "reason": f"the order's total {total:.2f} exceeds {MAX_TOTAL}",
+            }
         lines = []
         for sku in sorted(wanted):
             _apply(products[sku], available=-wanted[sku], reserved=wanted[sku])
             lines.append({"sku": sku, "quantity": wanted[sku], "unit_price": f"{products[sku].price:.2f}"})
         _reservations_insert(order_id, [(sku, wanted[sku], products[sku].price) for sku in sorted(wanted)])
-        total = sum(Decimal(line["unit_price"]) * line["quantity"] for line in lines)
         return "InventoryReserved", {"customer_id": customer_id, "total": f"{total:.2f}", "lines": lines}
 
     event_type, payload = _with_occ(attempt, what=f"reserve order {order_id}")

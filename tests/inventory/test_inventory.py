@@ -77,6 +77,27 @@ def test_reject_reserves_nothing(stock, items, code) -> None:
     assert Product.objects.get(sku="a-anvil").available == 2
 
 
+def test_an_order_whose_total_no_money_field_holds_is_rejected_not_retried() -> None:
+    # Within the API's limits line by line (a 10-digit price, 10 000 units, 100 lines), the
+    # total can pass 12 digits: no charge, refund or order total could carry it.
+    services.product_create(sku="gold", name="gold", price=Decimal("9999999999.99"), available=10_000)
+    order_id = str(uuid.uuid4())
+    assert deliver(placed(order_id, [("gold", 101)])).disposition is Disposition.HANDLED
+    [event] = outbox_events(order_id)
+    assert event["event_type"] == "InventoryRejected"
+    assert event["payload"]["code"] == "total_too_large"
+    assert "1009999999998.99" in event["payload"]["reason"]
+    validate_payload("InventoryRejected", 1, event["payload"])
+    gold = Product.objects.get(sku="gold")
+    assert (gold.available, gold.reserved) == (10_000, 0)
+    # The largest total that fits is still reserved.
+    fits = str(uuid.uuid4())
+    services.product_create(sku="silver", name="silver", price=Decimal("9999999999.99"), available=100)
+    deliver(placed(fits, [("silver", 100)]))
+    [event] = outbox_events(fits)
+    assert (event["event_type"], event["payload"]["total"]) == ("InventoryReserved", "999999999999.00")
+
+
 def test_release_then_duplicate_release_has_one_effect(stock) -> None:
     order_id = str(uuid.uuid4())
     deliver(placed(order_id, [("b-bolt", 3)]))
