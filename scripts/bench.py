@@ -333,6 +333,9 @@ def cpu_by_process() -> Counter:
         parts = line.replace(",", "").split()
         if "pid" in parts:
             programs[int(parts[parts.index("pid") + 1])] = parts[0].split(":")[0]
+    supervisord = ROOT / "var" / "run" / "supervisord.pid"
+    with contextlib.suppress(OSError, ValueError):
+        programs[int(supervisord.read_text().strip())] = "supervisord"  # it pipes every log line
     tick, used = os.sysconf("SC_CLK_TCK"), Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -347,7 +350,7 @@ def cpu_by_process() -> Counter:
         seconds = (int(fields[11]) + int(fields[12])) / tick
         if name == "postgres":
             used["postgres"] += seconds
-        elif pid in programs or ppid in programs:
+        elif pid in programs or (ppid in programs and programs[ppid] != "supervisord"):
             used[programs.get(pid) or programs[ppid]] += seconds
         elif name.startswith(("kworker", "jbd2")):
             used["kernel I/O"] += seconds
