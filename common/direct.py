@@ -30,12 +30,11 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from common import faults, metrics
-from common.broker import BatchPublisher, Outgoing
+from common.broker import BatchPublisher
 from common.envelope import Envelope
 from common.messaging.models import OutboxMessage
 from common.observability import publishing_each
-from common.signing import signed_headers
-from common.topology import EVENTS_EXCHANGE
+from common.outbox import outgoing
 
 log = logging.getLogger("saga.outbox")
 
@@ -150,21 +149,19 @@ class Pusher:
         """Publish ``batch``, wait for its confirms; the outbox ids of the confirmed ones."""
         if self._publisher is None:
             self._publisher = self.publisher_factory()
-        outgoing = [
-            Outgoing(
+        messages = [
+            outgoing(
                 body=item.body,
-                exchange=EVENTS_EXCHANGE,
+                event_id=item.envelope.event_id,
+                event_type=item.envelope.event_type,
                 routing_key=item.envelope.routing_key,
-                message_id=item.envelope.event_id,
-                message_type=item.envelope.event_type,
-                headers=signed_headers(item.body),
             )
             for item in batch
         ]
         try:
             spans = [(i.envelope.event_type, i.envelope.saga_id, i.envelope.trace) for i in batch]
             with publishing_each(settings.SERVICE_NAME, spans):
-                confirmed = self._publisher.publish_batch(outgoing)
+                confirmed = self._publisher.publish_batch(messages)
         except Exception:  # noqa: BLE001 - the relay publishes them after the grace period
             log.warning("could not publish %d events on commit; the relay will", len(batch), exc_info=True)
             self._down_until = time.monotonic() + BACKOFF_SECONDS

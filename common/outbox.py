@@ -13,10 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from common.broker import Outgoing
 from common.context import current_event, current_trace
 from common.contracts import allowed_producers, latest_version, validate_envelope
 from common.envelope import Envelope, EnvelopeError
 from common.messaging.models import OutboxMessage
+from common.signing import signed_headers
+from common.topology import EVENTS_EXCHANGE
 
 
 class OutsideTransactionError(RuntimeError):
@@ -77,3 +80,16 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
 
         publish_after_commit(row_id, envelope, body)
     return envelope
+
+
+def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:
+    """An outbox row as published — to saga.events, persistent, signed by this service —
+    by the pusher (common/direct.py) and the relay alike."""
+    return Outgoing(
+        body=body,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=routing_key,
+        message_id=str(event_id),
+        message_type=event_type,
+        headers=signed_headers(body),
+    )

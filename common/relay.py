@@ -22,13 +22,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common import faults, metrics
-from common.broker import BatchPublisher, Outgoing
+from common.broker import BatchPublisher
 from common.messaging.models import OutboxMessage
 from common.observability import publishing_each, tracing_enabled
-from common.outbox import notify_channel
+from common.outbox import notify_channel, outgoing
 from common.purge import PeriodicPurge
-from common.signing import signed_headers
-from common.topology import EVENTS_EXCHANGE, declare_shared
+from common.topology import declare_shared
 
 log = logging.getLogger("saga.relay")
 
@@ -85,15 +84,8 @@ class Relay:
                 with self._spans(rows):
                     confirmed = self.publisher.publish_batch(
                         [
-                            Outgoing(
-                                body=body,
-                                exchange=EVENTS_EXCHANGE,
-                                routing_key=routing_key,
-                                message_id=str(event_id),
-                                message_type=event_type,
-                                headers=signed_headers(body),
-                            )
-                            for _, event_id, event_type, routing_key, _, body, _ in rows
+                            outgoing(body=body, event_id=event_id, event_type=event_type, routing_key=key)
+                            for _, event_id, event_type, key, _, body, _ in rows
                         ]
                     )
             except Exception as exc:  # noqa: BLE001 - kept for the next sweep
