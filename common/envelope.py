@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from common.ids import new_id_str
+
 SCHEMA_VERSION = 1
 ENVELOPE_FIELDS = (
     "event_id",
@@ -52,7 +54,7 @@ class Envelope:
     payload: dict[str, Any]
     causation_id: str | None = None
     trace: dict[str, str] = field(default_factory=dict)
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: str = field(default_factory=new_id_str)
     occurred_at: datetime = field(default_factory=utcnow)
     schema_version: int = SCHEMA_VERSION
 

@@ -244,6 +244,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
             runner.watcher.watch(got[0]).wait(120)
 
     busy, mine, per_process = cpu_busy_seconds(), client_cpu_seconds(), cpu_by_process()
+    wal = wal_stats()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
         t.start()
@@ -252,6 +253,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
     result = runner.results(placed, timeout=120)
     busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
     per_process = cpu_by_process() - per_process
+    wal = wal_stats() - wal
     n = max(1, len(placed))
     result.update(
         concurrency=concurrency,
@@ -263,8 +265,24 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
         cpu_ms_per_saga_by_process={
             name: round(1000 * seconds / n, 2) for name, seconds in per_process.most_common() if seconds > 0
         },
+        # PostgreSQL's write-ahead log per saga (the whole server: every service's database):
+        # full-page images dominate it when inserts land on many different index pages.
+        wal_per_saga={key: round(value / n, 1) for key, value in wal.items()},
     )
     return result
+
+
+def wal_stats() -> Counter:
+    """PostgreSQL's cumulative WAL counters (records, full-page images, kB), server-wide."""
+    try:
+        with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+            c.execute("SELECT wal_records, wal_fpi, wal_bytes / 1024.0 FROM pg_stat_wal")
+            records, fpi, kib = c.fetchone()
+        conn.close()
+    except psycopg2.Error as exc:
+        say(f"(no WAL figures: {exc})")
+        return Counter()
+    return Counter({"records": int(records), "full_page_images": int(fpi), "kB": float(kib)})
 
 
 def open_loop(runner: Runner, rate: float, seconds: float) -> dict[str, Any]:
@@ -449,6 +467,11 @@ def table(report: dict[str, Any]) -> str:
             f"closed loop: {closed['cpu_ms_per_saga']:.0f} CPU-ms per saga, {closed['cores_busy']:.2f} cores "
             f"busy (load generator {closed['client_cpu_ms_per_saga']:.0f}); by process: {top}"
         )
+        if wal := closed.get("wal_per_saga"):
+            lines.append(
+                f"PostgreSQL WAL per saga: {wal['records']:.0f} records, {wal['full_page_images']:.1f} "
+                f"full-page images, {wal['kB']:.0f} kB"
+            )
     return "\n".join(lines)
 
 

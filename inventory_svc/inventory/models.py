@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import uuid
-
 from django.db import models
 from django.utils import timezone
+
+from common.ids import new_id
 
 
 class Product(models.Model):
@@ -40,7 +40,7 @@ class ReservationStatus(models.TextChoices):
 
 
 class Reservation(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     order_id = models.UUIDField(db_index=True)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
     quantity = models.PositiveIntegerField()

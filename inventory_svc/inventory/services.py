@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +23,7 @@ from django.utils import timezone
 
 from common import metrics
 from common.errors import AlreadyExists
+from common.ids import new_id
 from common.outbox import emit
 from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
@@ -174,7 +174,7 @@ def _reservations_insert(order_id: str, lines: list[tuple[str, int, Decimal]]) -
     """The order's reservation lines, one INSERT."""
     now = timezone.now()
     rows = [
-        (uuid.uuid4(), order_id, sku, quantity, price, ReservationStatus.RESERVED.value, now, now)
+        (new_id(), order_id, sku, quantity, price, ReservationStatus.RESERVED.value, now, now)
         for sku, quantity, price in lines
     ]
     with connection.cursor() as cursor:

@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from order_svc.orders.models import TERMINAL_STATUSES, Order, OrderStatus
+from order_svc.orders.models import OPEN_STATUSES, Order
 
 
 def order_list(*, status: str | None = None, customer_id: str | None = None) -> QuerySet[Order]:
@@ -24,7 +24,7 @@ def order_get(*, order_id: str) -> Order | None:
 def order_stuck(*, grace_seconds: float = 0.0) -> QuerySet[Order]:
     """Non-terminal orders past their deadline (plus a grace), oldest first (a saga that needs a person)."""
     return (
-        Order.objects.exclude(status__in=TERMINAL_STATUSES)
+        Order.objects.filter(status__in=OPEN_STATUSES)  # the open statuses: order_open_deadline
         .filter(deadline_at__lt=timezone.now() - timedelta(seconds=grace_seconds))
         .order_by("created_at")
     )
@@ -33,8 +33,7 @@ def order_stuck(*, grace_seconds: float = 0.0) -> QuerySet[Order]:
 def order_stuck_counts(*, grace_seconds: float) -> dict[str, int]:
     """How many orders :func:`order_stuck` finds, by status (every open status, zeros included)."""
     rows = order_stuck(grace_seconds=grace_seconds).order_by().values("status").annotate(count=Count("id"))
-    open_statuses = [status for status in OrderStatus.values if status not in TERMINAL_STATUSES]
-    return {status: 0 for status in open_statuses} | {row["status"]: row["count"] for row in rows}
+    return {status.value: 0 for status in OPEN_STATUSES} | {row["status"]: row["count"] for row in rows}
 
 
 def order_timeline(*, order: Order) -> list[dict[str, object]]:

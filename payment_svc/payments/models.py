@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import uuid
-
 from django.db import models
 from django.utils import timezone
+
+from common.ids import new_id
 
 
 class Account(models.Model):
@@ -33,7 +33,7 @@ class PaymentKind(models.TextChoices):
 class Payment(models.Model):
     """A money movement. At most one charge and one refund per order (a constraint, not a hope)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     order_id = models.UUIDField(db_index=True)
     customer_id = models.CharField(max_length=64, db_index=True)
     kind = models.CharField(max_length=8, choices=PaymentKind.choices)

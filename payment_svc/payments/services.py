@@ -9,7 +9,6 @@ needs no retry loop. "Never charge twice" is the unique (order, kind) constraint
 from __future__ import annotations
 
 import logging
-import uuid
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -17,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from common.errors import AlreadyExists
+from common.ids import new_id
 from common.outbox import emit
 from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from payment_svc.payments.models import Account, Payment, PaymentKind
@@ -62,7 +62,7 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
     # Debit only if the balance covers it, and record the charge, in one statement.
-    now, payment_id = timezone.now(), uuid.uuid4()
+    now, payment_id = timezone.now(), new_id()
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH debited AS (UPDATE {Account._meta.db_table} SET balance = balance - %s, updated_at = %s"

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import uuid
-
 from django.db import models
 from django.utils import timezone
+
+from common.ids import new_id
 
 
 class Destination(models.Model):
@@ -24,7 +24,7 @@ class ShipmentStatus(models.TextChoices):
 
 
 class Shipment(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     order_id = models.UUIDField(unique=True)
     status = models.CharField(max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.SCHEDULED)
     country = models.CharField(max_length=2)

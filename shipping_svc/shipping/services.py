@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from common.ids import new_id
 from common.outbox import emit
 from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
 from shipping_svc.shipping.models import Destination, Shipment, ShipmentStatus
@@ -65,7 +65,7 @@ def shipment_schedule(*, order_id: str) -> None:
             },
         )
         return
-    shipment_id, now = uuid.uuid4(), timezone.now()
+    shipment_id, now = new_id(), timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Shipment._meta.db_table} (id, order_id, status, country, created_at, updated_at)"
