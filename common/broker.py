@@ -7,6 +7,7 @@ the message; any failure raises and the caller keeps the message for later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,23 @@ class _BrokerClient:
         self._ensure()
         assert self._connection is not None
         return self._connection
+
+    def keep_alive(self) -> None:
+        """Call now and then while idle: read the broker's heartbeats and send ours.
+
+        Nothing reads an idle publisher's socket, so the broker's heartbeats go unanswered
+        and it drops the connection after two intervals (``heartbeat=30``: a minute). A
+        connection found dead here is closed, and opened again on next use.
+        """
+        if self._connection is None:
+            return
+        try:
+            with contextlib.suppress(TimeoutError):  # nothing to read: the usual case
+                self._connection.drain_events(timeout=0)
+            self._connection.heartbeat_check()
+        except Exception:  # noqa: BLE001 - any failure means: reconnect on next use
+            log.info("broker connection lost while idle; reconnecting on next use", exc_info=True)
+            self.close()
 
     def close(self) -> None:
         if self._connection is not None:
@@ -197,9 +215,22 @@ class BatchPublisher(_BrokerClient):
     ) -> list[bool]:
         """Publish every message, wait for their confirms; True for each one the broker confirmed.
 
-        Raises if the connection fails (then nothing is reported confirmed); a nacked or
-        unconfirmed message comes back False, to be published again later.
+        A connection that broke since the last batch (the broker dropped an idle connection,
+        restarted, or the network cut it) is replaced and the batch published once more at
+        once, as :meth:`Publisher.publish` does; a second failure raises (then nothing is
+        reported confirmed). A nacked or unconfirmed message comes back False, to be
+        published again later. Publishing twice is harmless: the consumers' inboxes.
         """
+        reused = self._producer is not None
+        try:
+            return self._publish_batch(messages, timeout)
+        except Exception:
+            if not reused:
+                raise  # a connection opened just now: trying again at once would fail the same way
+            log.info("broker connection lost since the last batch; reconnecting once")
+        return self._publish_batch(messages, timeout)
+
+    def _publish_batch(self, messages: list[Outgoing], timeout: float) -> list[bool]:
         producer = self._ensure()
         tags: list[int] = []
         try:

@@ -100,10 +100,11 @@ class Pusher:
                         if left <= 0:
                             break
                         self._wake.wait(left)
-                    elif not self._wake.wait(IDLE_CLOSE_SECONDS) and (
-                        time.monotonic() - last_used > IDLE_CLOSE_SECONDS
-                    ):
-                        connection.close()  # idle: give the database its connection back
+                    elif not self._wake.wait(IDLE_CLOSE_SECONDS):
+                        if time.monotonic() - last_used > IDLE_CLOSE_SECONDS:
+                            connection.close()  # idle: give the database its connection back
+                        if self._publisher is not None:
+                            self._publisher.keep_alive()  # heartbeats, or the broker drops it
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
                 self._busy = len(batch)
                 last = self._stopping and not self._pending

@@ -184,6 +184,7 @@ class Relay:
                     continue
                 self._update_gauges()
                 self._purge.purge_if_due()  # logs its own failures: never stops publishing
+                self.publisher.keep_alive()  # it publishes rarely (the pushers do): heartbeats
             except Exception:  # noqa: BLE001 - the relay must outlive broker and DB outages
                 log.warning("relay cycle failed; retrying in %.1fs", backoff, exc_info=True)
                 connection.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -189,6 +190,39 @@ def test_publish_on_commit_never_makes_the_committing_thread_wait_for_the_broker
     assert got == [first, second]
     assert direct.pusher().flush()
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_survives_a_broker_connection_that_died_while_idle(spy, settings) -> None:
+    # RabbitMQ drops a connection whose heartbeats it missed (the pusher sits idle between
+    # bursts), a restart or a network cut kills it too: the next event must still go at once,
+    # on a new connection, not after a back-off and the relay's grace period.
+    settings.SAGA_PUBLISH_ON_COMMIT = True
+    first = place()
+    assert direct.pusher().flush()
+    assert [json.loads(m.body)["saga_id"] for m in drain(spy, 1)] == [first]
+    dead = direct.pusher()._publisher.connection()
+    dead.connection.transport.sock.shutdown(socket.SHUT_RDWR)  # the connection dies under the idle pusher
+    started = time.monotonic()
+    second = place()
+    assert direct.pusher().flush()
+    assert direct.pusher()._down_until < started  # no back-off: it reconnected and published
+    assert [json.loads(m.body)["saga_id"] for m in drain(spy, 1)] == [second]
+    assert OutboxMessage.objects.get(saga_id=second).published_at is not None
+    assert direct.pusher()._publisher.connection() is not dead
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_publisher_answers_heartbeats_and_drops_a_dead_connection(broker) -> None:
+    publisher = BatchPublisher()
+    live = publisher.connection()
+    publisher.keep_alive()
+    assert publisher.connection() is live  # nothing wrong: the same connection
+    live.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+    publisher.keep_alive()
+    assert publisher._connection is None  # found dead while idle: reopened on next use
+    assert publisher.connection() is not live
+    publisher.close()
 
 
 @pytest.mark.django_db(transaction=True)
