@@ -24,9 +24,18 @@ def saga_lock_key(saga_id: str) -> int:
 
 
 def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
-    """Record the cancellation; False if it was already recorded."""
-    _, created = CancelledSaga.objects.get_or_create(saga_id=saga_id, defaults={"reason": reason})
-    return created
+    """Record the cancellation; False if it was already recorded.
+
+    One ``INSERT … ON CONFLICT DO NOTHING`` (every service runs it for every cancelled
+    saga): the ORM's ``get_or_create`` took a SELECT, a savepoint and an INSERT.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {CancelledSaga._meta.db_table} (saga_id, reason, cancelled_at)"
+            " VALUES (%s, %s, now()) ON CONFLICT (saga_id) DO NOTHING",
+            [saga_id, reason],
+        )
+        return cursor.rowcount == 1
 
 
 # "Was this saga cancelled?" as an SQL expression (one parameter: the saga id), for a

@@ -82,12 +82,16 @@ def shipment_schedule(*, order_id: str) -> None:
 def shipment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late shipment, cancel a scheduled one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
-    shipment = Shipment.objects.filter(order_id=order_id).first()
-    if shipment is not None and shipment.status == ShipmentStatus.SCHEDULED:
-        shipment.status = ShipmentStatus.CANCELLED
-        shipment.save(update_fields=["status", "updated_at"])
+    with connection.cursor() as cursor:  # plain SQL: this runs for every cancelled saga
+        cursor.execute(f"SELECT id, status FROM {Shipment._meta.db_table} WHERE order_id = %s", [order_id])
+        shipment = cursor.fetchone()  # order_id is unique: one shipment at most
+        if shipment is not None and shipment[1] == ShipmentStatus.SCHEDULED:
+            cursor.execute(
+                f"UPDATE {Shipment._meta.db_table} SET status = %s, updated_at = %s WHERE id = %s",
+                [ShipmentStatus.CANCELLED.value, timezone.now(), shipment[0]],
+            )
     emit(
         event_type="ShipmentCancelled",
         saga_id=order_id,
-        payload={"shipment_id": str(shipment.id) if shipment else None},
+        payload={"shipment_id": str(shipment[0]) if shipment else None},
     )
