@@ -222,7 +222,12 @@ def idle_latency(runner: Runner, count: int) -> dict[str, Any]:
     return runner.results(placed, timeout=30)
 
 
-def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]:
+# PostgreSQL's backends add their counts to pg_stat_database and pg_stat_wal at most once a
+# second while busy, and within 10 s once idle: read the end of a window after that.
+PG_STATS_SETTLE_SECONDS = 11.0
+
+
+def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool = False) -> dict[str, Any]:
     placed: dict[str, str] = {}
     lock = threading.Lock()
     budget = iter(range(orders))
@@ -253,6 +258,9 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
     result = runner.results(placed, timeout=120)
     busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
     per_process = cpu_by_process() - per_process
+    if pg_stats:
+        say(f"  waiting {PG_STATS_SETTLE_SECONDS:.0f} s for PostgreSQL's statistics to settle")
+        time.sleep(PG_STATS_SETTLE_SECONDS)
     wal, commits = wal_stats() - wal, commits_by_database() - commits
     n = max(1, len(placed))
     result.update(
@@ -267,11 +275,13 @@ def closed_loop(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]
         },
         # PostgreSQL's write-ahead log per saga (the whole server: every service's database):
         # full-page images dominate it when inserts land on many different index pages.
-        wal_per_saga={key: round(value / n, 1) for key, value in wal.items()},
+        wal_per_saga={key: round(value / n, 1) for key, value in wal.items()} if pg_stats else {},
         # Every commit in the four databases per saga: the saga's own, the pushers' marks,
         # the relays' and the deadline sweep's (once a second each), this bench's polling.
-        commits_per_saga=round(sum(commits.values()) / n, 1),
-        commits_per_saga_by_database={key: round(value / n, 1) for key, value in commits.items()},
+        commits_per_saga=round(sum(commits.values()) / n, 1) if pg_stats else None,
+        commits_per_saga_by_database={key: round(value / n, 1) for key, value in commits.items()}
+        if pg_stats
+        else {},
     )
     return result
 
@@ -534,7 +544,7 @@ def main() -> int:
         say(f"idle latency: {args.idle} success-path orders, one at a time")
         report["idle"] = idle_latency(runner, args.idle)
         say(f"closed loop: {args.orders} orders at concurrency {args.concurrency}")
-        report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency)
+        report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency, pg_stats=True)
         report["open_loop"] = []
         for rate in [float(r) for r in args.rates.split(",") if r.strip()]:
             say(f"open loop: {rate:g} orders/s for {args.seconds:g} s")

@@ -44,6 +44,10 @@ def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path)
     assert sum(closed["outcomes"].values()) == 20
     assert closed["p50_ms"] <= closed["p95_ms"] <= closed["p99_ms"] <= closed["max_ms"]
     assert closed["sagas_per_s"] > 0
+    # PostgreSQL's own counters: at least the saga's transactions, and WAL written for them.
+    assert closed["commits_per_saga"] >= ceiling["transactions"] - 1
+    assert closed["wal_per_saga"]["records"] > 0
+    assert closed["wal_per_saga"]["kB"] > 0
     assert report["idle"]["outcomes"] == {"COMPLETED": report["idle"]["orders"]}
     [point] = report["open_loop"]
     assert point["offered_per_s"] == 5
