@@ -258,7 +258,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
     result = runner.results(placed, timeout=120)
     busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
     per_process = cpu_by_process() - per_process
-    if pg_stats:
+    if pg_stats and placed:
         say(f"  waiting {PG_STATS_SETTLE_SECONDS:.0f} s for PostgreSQL's statistics to settle")
         time.sleep(PG_STATS_SETTLE_SECONDS)
     wal, commits = wal_stats() - wal, commits_by_database() - commits

@@ -16,6 +16,7 @@ from common.context import current_trace
 from common.envelope import Envelope
 from common.observability import annotate, continuing
 from common.outbox import emit
+from common.rows import insert_rows
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
 
@@ -145,7 +146,7 @@ def order_place(
     now = timezone.now()
     try:
         with transaction.atomic():
-            order = Order.objects.create(
+            order = Order(
                 customer_id=customer_id,
                 shipping_address=shipping_address,
                 idempotency_key=idempotency_key or None,
@@ -154,11 +155,13 @@ def order_place(
                 created_at=now,
                 trace_context=current_trace(),  # the request's trace, or a new one
             )
+            insert_rows([order])
             annotate(saga_id=order.id)
             lines = sorted(items, key=lambda item: item["sku"])
-            created_lines = OrderLine.objects.bulk_create(
+            created_lines = [
                 OrderLine(order=order, sku=line["sku"], quantity=line["quantity"]) for line in lines
-            )
+            ]
+            insert_rows(created_lines)
             with continuing(order.trace_context, "order place", saga_id=str(order.id)):
                 placed = _emit(
                     order,
