@@ -94,6 +94,7 @@ class Pusher:
         last_used = time.monotonic()
         while True:
             with self._wake:
+                idle = False
                 while not self._pending and not self._stopping and not self._hurry:
                     if self._unmarked:
                         left = self._marked_at + MARK_EVERY_SECONDS - time.monotonic()
@@ -101,13 +102,14 @@ class Pusher:
                             break
                         self._wake.wait(left)
                     elif not self._wake.wait(IDLE_CLOSE_SECONDS):
-                        if time.monotonic() - last_used > IDLE_CLOSE_SECONDS:
-                            connection.close()  # idle: give the database its connection back
-                        if self._publisher is not None:
-                            self._publisher.keep_alive()  # heartbeats, or the broker drops it
+                        idle = True
+                        break
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
                 self._busy = len(batch)
                 last = self._stopping and not self._pending
+            if idle and not batch and not last:
+                self._upkeep(idle_for=time.monotonic() - last_used)
+                continue
             try:
                 if batch:
                     confirmed = self._push(batch)
@@ -128,6 +130,13 @@ class Pusher:
             if last:
                 connection.close()
                 return
+
+    def _upkeep(self, *, idle_for: float) -> None:
+        """While idle, and outside the lock: a committing thread never waits for this I/O."""
+        if idle_for > IDLE_CLOSE_SECONDS:
+            connection.close()  # give the database its connection back
+        if self._publisher is not None:
+            self._publisher.keep_alive()  # heartbeats, or the broker drops the connection
 
     def _mark(self) -> None:
         """Mark what was confirmed since the last time published, in one statement."""

@@ -94,8 +94,8 @@ class Charge:
     amount: Decimal
 
 
-def _refund(order_id: str) -> tuple[Charge | None, Charge | None]:
-    """Give the order's charge back if there is one not yet refunded: (charge, refund made now).
+def _refund(order_id: str) -> tuple[Charge | None, bool]:
+    """Give the order's charge back if there is one not yet refunded: (the charge, refunded now).
 
     Plain SQL, three statements at most (every cancelled or failed saga runs it); the
     unique (order_id, kind) constraint still makes a second refund impossible.
@@ -109,10 +109,10 @@ def _refund(order_id: str) -> tuple[Charge | None, Charge | None]:
         )
         row = cursor.fetchone()
         if row is None:
-            return None, None
+            return None, False
         charge = Charge(customer_id=row[0], amount=row[1])
         if row[2]:
-            return charge, None  # refunded before
+            return charge, False  # refunded before
         now = timezone.now()
         cursor.execute(
             f"UPDATE {Account._meta.db_table} SET balance = balance + %s, updated_at = %s"
@@ -124,25 +124,25 @@ def _refund(order_id: str) -> tuple[Charge | None, Charge | None]:
             " VALUES (%s, %s, %s, %s, %s, %s)",
             [new_id(), order_id, charge.customer_id, PaymentKind.REFUND.value, charge.amount, now],
         )
-    return charge, charge
+    return charge, True
 
 
 def payment_refund(*, order_id: str) -> None:
     """Compensation: give the order's charge back, once; confirms with PaymentRefunded."""
-    _, refund = _refund(order_id)
-    if refund is not None:
+    charge, refunded = _refund(order_id)
+    if refunded:
         emit(
             event_type="PaymentRefunded",
             saga_id=order_id,
-            payload={"customer_id": refund.customer_id, "amount": f"{refund.amount:.2f}"},
+            payload={"customer_id": charge.customer_id, "amount": f"{charge.amount:.2f}"},
         )
 
 
 def payment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late charge, refund a present one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
-    charge, refund = _refund(order_id)
-    payload = {"amount": f"{refund.amount:.2f}" if refund else "0.00"}
+    charge, refunded = _refund(order_id)
+    payload = {"amount": f"{charge.amount:.2f}" if refunded else "0.00"}
     if charge is not None:
         payload["customer_id"] = charge.customer_id
     emit(event_type="PaymentRefunded", saga_id=order_id, payload=payload)
