@@ -20,27 +20,31 @@ from order_svc.orders.models import Order, OrderStatus
 
 MAX_LINES = 100
 MAX_QUANTITY = 10_000
+MAX_ID = 64  # customer_id, sku
+MAX_ADDRESS_TEXT = 200
+# \Z: "FR\n" is not a code ($ would take it), nor is " FR" (not trimmed)
+COUNTRY_CODE = re.compile(r"\A[A-Z]{2}\Z")
 
 
 class AddressSerializer(serializers.Serializer):
     country = serializers.RegexField(
-        r"\A[A-Z]{2}\Z",  # \Z: "FR\n" is not a code ($ would take it), nor is " FR" (not trimmed)
+        COUNTRY_CODE,
         trim_whitespace=False,
         error_messages={"invalid": "Must be an ISO-3166 alpha-2 code in upper case."},
     )
-    name = StrictCharField(max_length=200, required=False, allow_blank=True)
-    line1 = StrictCharField(max_length=200, required=False, allow_blank=True)
-    city = StrictCharField(max_length=200, required=False, allow_blank=True)
-    postal_code = StrictCharField(max_length=200, required=False, allow_blank=True)
+    name = StrictCharField(max_length=MAX_ADDRESS_TEXT, required=False, allow_blank=True)
+    line1 = StrictCharField(max_length=MAX_ADDRESS_TEXT, required=False, allow_blank=True)
+    city = StrictCharField(max_length=MAX_ADDRESS_TEXT, required=False, allow_blank=True)
+    postal_code = StrictCharField(max_length=MAX_ADDRESS_TEXT, required=False, allow_blank=True)
 
 
 class ItemInSerializer(serializers.Serializer):
-    sku = StrictCharField(min_length=1, max_length=64)
+    sku = StrictCharField(min_length=1, max_length=MAX_ID)
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 
 class OrderInSerializer(serializers.Serializer):
-    customer_id = StrictCharField(min_length=1, max_length=64)
+    customer_id = StrictCharField(min_length=1, max_length=MAX_ID)
     items = ItemInSerializer(
         many=True, allow_empty=False, max_length=MAX_LINES, help_text="Each sku may appear once (else a 400)."
     )
@@ -54,8 +58,8 @@ class OrderInSerializer(serializers.Serializer):
         return items
 
 
-_ADDRESS_TEXT = ("name", "line1", "city", "postal_code")
-_COUNTRY = re.compile(r"\A[A-Z]{2}\Z")
+_ADDRESS_FIELDS = tuple(AddressSerializer().fields)  # in the serializer's order
+_ADDRESS_TEXT = tuple(name for name in _ADDRESS_FIELDS if name != "country")
 
 
 def _plain_text(value: Any, low: int, high: int) -> bool:
@@ -78,14 +82,14 @@ def order_in(data: Any) -> dict[str, Any] | None:
     if type(data) is not dict or data.keys() != {"customer_id", "items", "shipping_address"}:
         return None
     customer_id, items, address = data["customer_id"], data["items"], data["shipping_address"]
-    if not _plain_text(customer_id, 1, 64) or type(items) is not list or not 1 <= len(items) <= MAX_LINES:
+    if not _plain_text(customer_id, 1, MAX_ID) or type(items) is not list or not 1 <= len(items) <= MAX_LINES:
         return None
     lines, skus = [], set()
     for item in items:
         if type(item) is not dict or item.keys() != {"sku", "quantity"}:
             return None
         sku, quantity = item["sku"], item["quantity"]
-        if not _plain_text(sku, 1, 64) or sku in skus:
+        if not _plain_text(sku, 1, MAX_ID) or sku in skus:
             return None
         if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
             return None
@@ -94,12 +98,12 @@ def order_in(data: Any) -> dict[str, Any] | None:
     if type(address) is not dict or not address.keys() <= {"country", *_ADDRESS_TEXT}:
         return None
     country = address.get("country")
-    if type(country) is not str or not _COUNTRY.match(country):
+    if type(country) is not str or not COUNTRY_CODE.match(country):
         return None
     shipping_address = {"country": country}
     for name in _ADDRESS_TEXT:  # the serializer's field order
         if name in address:
-            if not _plain_text(address[name], 0, 200):
+            if not _plain_text(address[name], 0, MAX_ADDRESS_TEXT):
                 return None
             shipping_address[name] = address[name]
     return {"customer_id": customer_id, "items": lines, "shipping_address": shipping_address}
@@ -147,7 +151,6 @@ class OrderOutSerializer(serializers.ModelSerializer):
 _TOTAL = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
 _PRICE = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
 _TIME = serializers.DateTimeField()
-_ADDRESS_FIELDS = tuple(AddressSerializer().fields)
 
 
 def _or_none(field: serializers.Field, value: Any) -> Any:
