@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -51,17 +52,47 @@ def decode(body: bytes) -> list[dict[str, object]]:
 
 
 class Sink:
+    """The spans, oldest dropped beyond ``limit``, indexed by trace id and saga id.
+
+    The index keeps a query's cost to the spans it returns: the tracing test polls while
+    the whole suite's spans (100 000 or more) are held, and a scan of all of them under
+    the GIL would hold up the exporters' POSTs behind it.
+    """
+
+    INDEXED = ("trace_id", "saga_id")
+
     def __init__(self, limit: int) -> None:
-        self.spans: deque[dict[str, object]] = deque(maxlen=limit)
+        self.limit = limit
+        self.spans: deque[dict[str, object]] = deque()
+        self.index: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
         self.lock = threading.Lock()
+
+    @staticmethod
+    def _keys(span: dict[str, object]) -> list[tuple[str, str]]:
+        keys = [("trace_id", str(span["trace_id"]))]
+        saga_id = span["attributes"].get("saga_id")  # type: ignore[union-attr]
+        if saga_id is not None:
+            keys.append(("saga_id", str(saga_id)))
+        return keys
 
     def add(self, spans: list[dict[str, object]]) -> None:
         with self.lock:
-            self.spans.extend(spans)
+            for span in spans:
+                self.spans.append(span)
+                for key in self._keys(span):
+                    self.index[key].append(span)
+            while len(self.spans) > self.limit:
+                oldest = self.spans.popleft()
+                for key in self._keys(oldest):
+                    bucket = self.index[key]
+                    bucket.pop(0)  # spans are added in order: the oldest is first in each bucket
+                    if not bucket:
+                        del self.index[key]
 
     def query(self, **filters: str) -> list[dict[str, object]]:
+        indexed = [(k, v) for k, v in filters.items() if k in self.INDEXED]
         with self.lock:
-            spans = list(self.spans)
+            spans = list(self.index.get(indexed[0], ())) if indexed else list(self.spans)
         for key, wanted in filters.items():
             if key == "trace_id":
                 spans = [s for s in spans if s["trace_id"] == wanted]
@@ -72,6 +103,9 @@ class Sink:
 
 def handler_for(sink: Sink) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive: each exporter reuses its connection instead of a new one per batch.
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
@@ -83,13 +117,14 @@ def handler_for(sink: Sink) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))  # read even for a 404
             if urlparse(self.path).path != "/v1/traces":
                 self._reply(404, b"", "text/plain")
                 return
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             try:
                 sink.add(decode(body))
             except Exception as exc:  # noqa: BLE001 - a bad request, not a crash
+                print(f"span sink: rejected a batch of {len(body)} bytes: {exc}", file=sys.stderr, flush=True)
                 self._reply(400, str(exc).encode(), "text/plain")
                 return
             self._reply(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
@@ -105,12 +140,18 @@ def handler_for(sink: Sink) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    # A deeper listen backlog than socketserver's 5: some 25 processes export to it, and a
+    # full backlog drops their SYNs, which delays a batch by the kernel's 1 s retransmit.
+    request_queue_size = 128
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4318)
     parser.add_argument("--limit", type=int, default=200_000)
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(Sink(args.limit)))
+    server = Server(("127.0.0.1", args.port), handler_for(Sink(args.limit)))
     server.serve_forever()
 
 

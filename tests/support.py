@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -30,6 +32,18 @@ BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/
 FAULTS_FILE = ROOT / "var" / "faults"
 RETRY_DELAYS = [float(x) for x in os.environ.get("SAGA_RETRY_DELAYS", "1,5,30").split(",")]
 DEADLINE_SECONDS = float(os.environ.get("SAGA_ORDER_DEADLINE_SECONDS", "30"))
+
+
+def load_script(name: str) -> types.ModuleType:
+    """Import ``scripts/<name>.py`` (the scripts are not a package) as module ``saga_<name>``."""
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"saga_{name}", path)
+    assert spec is not None, f"cannot load {path}"
+    assert spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered first: dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def url(service: str, path: str) -> str:

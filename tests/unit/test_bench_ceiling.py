@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_ceiling.py"
+from tests.support import load_script
 
-
-def load_bench_ceiling():
-    spec = importlib.util.spec_from_file_location("saga_bench_ceiling", SCRIPT)
-    assert spec is not None, f"cannot load {SCRIPT}"
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-saga_ceiling = load_bench_ceiling().saga_ceiling
+saga_ceiling = load_script("bench_ceiling").saga_ceiling
 
 
 def test_costs_of_deliveries_and_transactions_add() -> None:

@@ -18,7 +18,6 @@ tests at the bottom can feed it a broken copy and see it fail.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import re
 import shlex
@@ -31,9 +30,10 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from tests.support import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
-SUPERVISOR_CONF = ROOT / "scripts" / "supervisor_conf.py"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init.sql"
 GATEWAY_CONF = ROOT / "deploy" / "gateway" / "nginx.conf"
 RABBITMQ_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
@@ -99,15 +99,6 @@ class Deployment:
 
 
 # ---------------------------------------------------------------- loading
-
-
-def load_supervisor_module():
-    spec = importlib.util.spec_from_file_location("saga_supervisor_conf", SUPERVISOR_CONF)
-    assert spec is not None, f"cannot load {SUPERVISOR_CONF}"
-    assert spec.loader is not None, f"cannot load {SUPERVISOR_CONF}"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_programs(conf_text: str) -> Programs:
@@ -798,7 +789,7 @@ def check_all(deployment: Deployment, programs: Programs, init_sql: str, service
 
 @pytest.fixture(scope="module")
 def supervisor():
-    return load_supervisor_module()
+    return load_script("supervisor_conf")
 
 
 @pytest.fixture(scope="module")
