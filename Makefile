@@ -25,7 +25,7 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
 		--faults $(or $(FAULTS),$(CHAOS_FAULTS)) $(ARGS)
 
-BENCH_ARGS := --scale 1,2,4
+BENCH_ARGS := --scale 1,2,4 --cores auto
 bench: up      ## throughput and latency against the raw ceiling (≈10 min): make bench ARGS="--smoke"
 	@$(PY) scripts/bench.py $(or $(ARGS),$(BENCH_ARGS))
 

@@ -4,6 +4,7 @@
     scripts/bench.py                       the full run (≈ 6 minutes; make bench adds --scale 1,2,4)
     scripts/bench.py --smoke               a tiny run that checks the bench works (make test)
     scripts/bench.py --scale 1,2,4         also re-run the closed loop with 1, 2, 4 workers per service
+    scripts/bench.py --cores auto          also re-run it with the whole stack on 1, 2, 4 … cores
 
 Every guarantee stays on: persistent messages, publisher confirms, fsync, outbox, inbox,
 ack after commit. In one run it measures
@@ -15,7 +16,9 @@ ack after commit. In one run it measures
    each client placing its next order when its last one reached a terminal state;
 4. an **open loop** per offered rate: orders arrive at a fixed rate for T seconds,
    whatever the system does; the latency percentiles against offered load are the plot;
-5. optionally the closed loop again with 1, 2 and 4 worker processes per service.
+5. optionally the closed loop again with 1, 2 and 4 worker processes per service;
+6. optionally the closed loop again with the whole stack (and this load generator) pinned
+   to 1, 2, 4 … cores (scripts/pinning.py): how throughput grows with the CPUs it gets.
 
 Latency is the saga's own: ``finished_at − created_at`` of the order (POST to terminal
 state), read from the order database. Throughput is terminal sagas per second. The
@@ -53,6 +56,7 @@ import requests  # noqa: E402
 
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
+from scripts import pinning  # noqa: E402
 from scripts.workload import PATHS, World, post_order  # noqa: E402
 from tests.support import BROKER_URL, Api  # noqa: E402
 
@@ -428,6 +432,56 @@ def restart_stack(env: dict[str, str]) -> None:
         raise SystemExit(f"could not restart the stack:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
 
 
+def core_counts(spec: str) -> list[int]:
+    """``--cores``: "" (none), "auto" (1, 2, 4 … and every core this process may use), or "1,2"."""
+    if not spec.strip():
+        return []
+    if spec.strip() == "auto":
+        most = len(os.sched_getaffinity(0))
+        counts = [1 << i for i in range(most.bit_length()) if 1 << i < most]
+        return [*counts, most]
+    return [int(c) for c in spec.split(",") if c.strip()]
+
+
+def stack_roots() -> list[int]:
+    """supervisord (every program of the stack runs under it) and PostgreSQL's postmaster
+    (the parent of our own backend; absent when PostgreSQL runs on another machine)."""
+    roots = []
+    with contextlib.suppress(OSError, ValueError):
+        roots.append(int((ROOT / "var" / "run" / "supervisord.pid").read_text().strip()))
+    with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+        c.execute("SELECT pg_backend_pid()")
+        postmaster = pinning.parents().get(c.fetchone()[0])  # while the backend still exists
+    conn.close()
+    with contextlib.suppress(OSError):
+        if postmaster and Path(f"/proc/{postmaster}/comm").read_text().strip() == "postgres":
+            roots.append(postmaster)
+    return roots
+
+
+def on_cores(runner: Runner, count: int, orders: int, concurrency: int) -> dict[str, Any]:
+    """The closed loop with the stack, PostgreSQL and this load generator on ``count`` cores."""
+    cpus = pinning.first_cpus(count)
+    roots = stack_roots()
+    with pinning.Pinned(roots, cpus) as pinned:
+        wrong = pinning.misplaced(pinned.pids, cpus)
+        point: dict[str, Any] = {
+            "cores": count,
+            "cpus": sorted(cpus),
+            "processes": len(pinned.pids),
+            "threads_pinned": pinned.threads,
+            "threads_misplaced": len(wrong),
+            "postgres_pinned": len(roots) > 1,
+        }
+        if pinned.problems or wrong:
+            say(f"  could not pin the stack to {count} core(s): {(pinned.problems or wrong)[:3]}; skipped")
+            point.update(skipped=f"could not pin: {(pinned.problems or wrong)[:3]}", orders=0)
+            return point
+        say(f"  {len(pinned.pids)} processes ({pinned.threads} threads) on CPU(s) {sorted(cpus)}")
+        point.update(closed_loop(runner, orders, concurrency))
+    return point
+
+
 def plot(report: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -487,11 +541,14 @@ def table(report: dict[str, Any]) -> str:
         )
 
     row("idle, one at a time", report["idle"])
-    row(f"closed loop, C={report['closed_loop']['concurrency']}", report["closed_loop"])
+    if report["closed_loop"]["orders"]:
+        row(f"closed loop, C={report['closed_loop']['concurrency']}", report["closed_loop"])
     for point in report["open_loop"]:
         row(f"open loop {point['offered_per_s']:g}/s × {point['seconds']:g} s", point)
     for point in report.get("scale_out", []):
         row(f"closed loop, {point['workers']} worker(s)/svc", point)
+    for point in report.get("cores", []):
+        row(f"closed loop on {point['cores']} core(s)", point)
     closed = report["closed_loop"]
     if closed.get("cpu_ms_per_saga"):
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(closed["cpu_ms_per_saga_by_process"].items())[:8])
@@ -505,6 +562,15 @@ def table(report: dict[str, Any]) -> str:
                 f"WAL {wal['records']:.0f} records, {wal['full_page_images']:.1f} full-page images, "
                 f"{wal['kB']:.0f} kB"
             )
+    measured = sorted((p for p in report.get("cores", []) if p.get("sagas_per_s")), key=lambda p: p["cores"])
+    if len(measured) > 1:
+        lines.append(
+            "cores: "
+            + ", ".join(
+                f"{p['cores']} → {p['sagas_per_s']:.1f} sagas/s (×{p['speedup']:.2f})" for p in measured
+            )
+            + f" against {measured[0]['cores']} core(s) in the same run"
+        )
     return "\n".join(lines)
 
 
@@ -517,13 +583,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20, help="open loop: seconds per rate")
     parser.add_argument("--idle", type=int, default=30, help="idle latency: sequential orders")
     parser.add_argument("--scale", default="", help="closed loop again with these workers per service")
+    parser.add_argument(
+        "--cores", default="", help="closed loop again on 1,2,… cores ('auto': 1, 2, 4 … all); needs root"
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.smoke:
         args.orders, args.concurrency, args.rates, args.seconds = 20, 4, "5", 3
-        args.idle, args.scale, args.ceiling_seconds = 3, "", 1.0
+        args.idle, args.scale, args.ceiling_seconds, args.cores = 3, "", 1.0, "1"
 
     report: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -543,8 +612,10 @@ def main() -> int:
     try:
         say(f"idle latency: {args.idle} success-path orders, one at a time")
         report["idle"] = idle_latency(runner, args.idle)
-        say(f"closed loop: {args.orders} orders at concurrency {args.concurrency}")
-        report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency, pg_stats=True)
+        report["closed_loop"] = {"orders": 0, "concurrency": args.concurrency}
+        if args.orders > 0:
+            say(f"closed loop: {args.orders} orders at concurrency {args.concurrency}")
+            report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency, pg_stats=True)
         report["open_loop"] = []
         for rate in [float(r) for r in args.rates.split(",") if r.strip()]:
             say(f"open loop: {rate:g} orders/s for {args.seconds:g} s")
@@ -560,6 +631,15 @@ def main() -> int:
         if args.scale:
             say("scale-out: restoring the stack's own worker counts")
             restart_stack(dict(os.environ))
+        report["cores"] = []
+        for count in core_counts(args.cores):
+            say(f"cores: the stack, PostgreSQL and this load generator on {count} core(s)")
+            report["cores"].append(on_cores(runner, count, args.orders, args.concurrency))
+        measured = [p for p in report["cores"] if p.get("sagas_per_s")]
+        base = min(measured, key=lambda p: p["cores"], default=None)
+        for point in report["cores"]:
+            if base and point.get("sagas_per_s"):
+                point["speedup"] = round(point["sagas_per_s"] / base["sagas_per_s"], 2)
     finally:
         watcher.close()
 
@@ -602,7 +682,8 @@ def main() -> int:
     print(table(report))  # noqa: T201 - the report
     print(f"\nwritten: {stem.with_suffix('.json')}" + (f" and {stem.with_suffix('.png')}" if plotted else ""))  # noqa: T201
     unfinished = sum(
-        r.get("unfinished", 0) for r in [report["idle"], report["closed_loop"], *report["open_loop"]]
+        r.get("unfinished", 0)
+        for r in [report["idle"], report["closed_loop"], *report["open_loop"], *report["cores"]]
     )
     if unfinished:
         say(f"{unfinished} order(s) did not reach a terminal state within 120 s")

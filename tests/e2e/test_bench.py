@@ -7,11 +7,12 @@ figures are consistent, not how fast anything is (speed is for `make bench`).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, load_script
 
 
 def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path) -> None:
@@ -59,3 +60,20 @@ def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path)
     assert report["best_ratio_to_ceiling"] == round(
         max(r["sagas_per_s"] for r in [closed, point]) / ceiling["sagas_per_s"], 2
     )
+
+    # The closed loop again on one core: every process of the stack and PostgreSQL's were
+    # pinned (read back from the kernel), and everything got its CPUs back afterwards.
+    [one] = report["cores"]
+    assert one["cores"] == 1
+    assert len(one["cpus"]) == 1
+    assert "skipped" not in one, one.get("skipped")
+    assert one["postgres_pinned"] is True
+    assert one["processes"] >= 14  # supervisord's programs and PostgreSQL's processes
+    assert one["threads_misplaced"] == 0
+    assert one["orders"] == 20
+    assert one["unfinished"] == 0
+    everywhere = os.sched_getaffinity(0)
+    roots = load_script("bench").stack_roots()
+    assert len(roots) == 2  # supervisord and PostgreSQL's postmaster
+    pinning = load_script("pinning")
+    assert pinning.misplaced(pinning.descendants(roots, pinning.parents()), everywhere) == []
