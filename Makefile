@@ -26,7 +26,7 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 		--faults $(or $(FAULTS),$(CHAOS_FAULTS)) $(ARGS)
 
 BENCH_ARGS := --scale 1,2,4 --cores auto
-bench: up      ## throughput and latency against the raw ceiling (≈10 min): make bench ARGS="--smoke"
+bench: up      ## throughput and latency against the raw ceiling, on 1, 2 … cores (≈12 min): make bench ARGS="--smoke"
 	@$(PY) scripts/bench.py $(or $(ARGS),$(BENCH_ARGS))
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"

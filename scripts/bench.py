@@ -590,6 +590,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    try:
+        counts = core_counts(args.cores)
+    except ValueError:
+        parser.error(f"--cores: 'auto' or whole numbers, not {args.cores!r}")
+    if bad := [c for c in counts if not 1 <= c <= len(os.sched_getaffinity(0))]:
+        parser.error(f"--cores {bad}: this machine lets us use {len(os.sched_getaffinity(0))} core(s)")
     if args.smoke:
         args.orders, args.concurrency, args.rates, args.seconds = 20, 4, "5", 3
         args.idle, args.scale, args.ceiling_seconds, args.cores = 3, "", 1.0, "1"
