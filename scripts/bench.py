@@ -459,6 +459,19 @@ def stack_roots() -> list[int]:
     return roots
 
 
+def unpin_leftovers() -> None:
+    """A bench killed while the stack was pinned (SIGKILL skips the clean-up) leaves it on
+    fewer cores, which would spoil every later measurement: put it back on all of ours."""
+    everywhere = os.sched_getaffinity(0)
+    try:
+        pids = pinning.descendants(stack_roots(), pinning.parents())
+    except psycopg2.Error:
+        return  # the measurements below say what is wrong with the database
+    if wrong := pinning.misplaced(pids, everywhere):
+        say(f"{len(wrong)} threads of the stack were left pinned (a killed bench?): back on all cores")
+        pinning.pin(pids, everywhere)
+
+
 def on_cores(runner: Runner, count: int, orders: int, concurrency: int) -> dict[str, Any]:
     """The closed loop with the stack, PostgreSQL and this load generator on ``count`` cores."""
     cpus = pinning.first_cpus(count)
@@ -607,6 +620,7 @@ def main() -> int:
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "workers": {s: int(os.environ.get(f"SAGA_{s.upper()}_WORKERS", "1")) for s in SERVICES},
     }
+    unpin_leftovers()
     say("raw ceiling: plain kombu publish→consume with confirms, plain-SQL saga step")
     broker = bench_ceiling.broker_ceiling(BROKER_URL, seconds=args.ceiling_seconds)
     sql = bench_ceiling.sql_ceiling(database_params("order"), clients=4, seconds=args.ceiling_seconds)

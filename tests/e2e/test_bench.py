@@ -12,10 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, load_script
+from tests.support import ROOT, load_script, pid
 
 
 def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path) -> None:
+    # As if an earlier bench had been killed while the stack was pinned to one core.
+    several = len(os.sched_getaffinity(0)) > 1
+    if several:
+        os.sched_setaffinity(pid("order-worker"), {min(os.sched_getaffinity(0))})
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--out", str(tmp_path)],
         capture_output=True,
@@ -26,6 +30,7 @@ def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "raw ceiling" in result.stdout
     assert "closed loop" in result.stdout
+    assert ("left pinned (a killed bench?): back on all cores" in result.stderr) is several
     report = json.loads((tmp_path / "latest-smoke.json").read_text())
     assert (tmp_path / "latest-smoke.png").stat().st_size > 10_000
 
