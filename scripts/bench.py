@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: how fast the saga runs, measured against what this machine allows.
 
-    scripts/bench.py                       the full run (≈ 6 minutes; make bench adds --scale 1,2,4)
+    scripts/bench.py                       the full run (≈ 6 minutes; make bench: --scale 1,2,4 --cores auto)
     scripts/bench.py --smoke               a tiny run that checks the bench works (make test)
     scripts/bench.py --scale 1,2,4         also re-run the closed loop with 1, 2, 4 workers per service
     scripts/bench.py --cores auto          also re-run it with the whole stack on 1, 2, 4 … cores
