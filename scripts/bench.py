@@ -20,6 +20,10 @@ ack after commit. In one run it measures
 6. optionally the closed loop again with the whole stack (and this load generator) pinned
    to 1, 2, 4 … cores (scripts/pinning.py): how throughput grows with the CPUs it gets.
 
+Each run also records what the machine did meanwhile — the share of the CPU waiting on I/O
+and the disk's reads (scripts/machine_sampler.py) — so that a p99 of seconds caused by a
+stalled disk says so under the table.
+
 Latency is the saga's own: ``finished_at − created_at`` of the order (POST to terminal
 state), read from the order database. Throughput is terminal sagas per second. The
 system's throughput is also given as a ratio of the ceiling for the deliveries and
@@ -57,6 +61,7 @@ import requests  # noqa: E402
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
 from scripts import pinning  # noqa: E402
+from scripts.machine_sampler import MachineSampler  # noqa: E402
 from scripts.workload import PATHS, World, post_order  # noqa: E402
 from tests.support import BROKER_URL, Api  # noqa: E402
 
@@ -147,8 +152,8 @@ class Watcher:
 class Runner:
     """Places orders of every path and records each saga's outcome and latency."""
 
-    def __init__(self, world: World, watcher: Watcher, seed: int) -> None:
-        self.world, self.watcher = world, watcher
+    def __init__(self, world: World, watcher: Watcher, seed: int, machine: MachineSampler) -> None:
+        self.world, self.watcher, self.machine = world, watcher, machine
         self.rng = random.Random(seed)
         self.rng_lock = threading.Lock()
         self.local = threading.local()
@@ -218,12 +223,15 @@ class Runner:
 
 def idle_latency(runner: Runner, count: int) -> dict[str, Any]:
     placed: dict[str, str] = {}
+    started = time.monotonic()
     for _ in range(count):
         got = runner.place("success")
         if got:
             placed[got[0]] = got[1]
             runner.watcher.watch(got[0]).wait(30)
-    return runner.results(placed, timeout=30)
+    result = runner.results(placed, timeout=30)
+    result["machine"] = runner.machine.window(started, time.monotonic())
+    return result
 
 
 # PostgreSQL's backends add their counts to pg_stat_database and pg_stat_wal at most once a
@@ -232,6 +240,7 @@ PG_STATS_SETTLE_SECONDS = 11.0
 
 
 def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool = False) -> dict[str, Any]:
+    """N orders from C clients, each placing its next order when its last one ended."""
     placed: dict[str, str] = {}
     lock = threading.Lock()
     budget = iter(range(orders))
@@ -260,6 +269,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
     for t in threads:
         t.join()
     result = runner.results(placed, timeout=120)
+    result["machine"] = runner.machine.window(started, time.monotonic())
     busy, mine = cpu_busy_seconds() - busy, client_cpu_seconds() - mine
     per_process = cpu_by_process() - per_process
     if pg_stats and placed:
@@ -344,6 +354,7 @@ def open_loop(runner: Runner, rate: float, seconds: float) -> dict[str, Any]:
         n += 1
     pool.shutdown(wait=True)
     result = runner.results(placed, timeout=120)
+    result["machine"] = runner.machine.window(start, time.monotonic())
     result.update(offered_per_s=rate, seconds=seconds, generator_behind=late["behind"])
     return result
 
@@ -575,6 +586,19 @@ def table(report: dict[str, Any]) -> str:
                 f"WAL {wal['records']:.0f} records, {wal['full_page_images']:.1f} full-page images, "
                 f"{wal['kB']:.0f} kB"
             )
+    runs = [
+        ("idle", report["idle"]),
+        ("closed loop", report["closed_loop"]),
+        *((f"open loop {p['offered_per_s']:g}/s", p) for p in report["open_loop"]),
+        *((f"closed loop, {p['workers']} worker(s)/svc", p) for p in report.get("scale_out", [])),
+        *((f"closed loop on {p['cores']} core(s)", p) for p in report.get("cores", [])),
+    ]
+    for name, r in runs:
+        if (m := r.get("machine") or {}).get("stall_seconds", 0) >= 1:
+            lines.append(
+                f"{name}: the disk held the machine up for {m['stall_seconds']:.1f} s (≥ 25 % of the CPU "
+                f"waiting on I/O, at worst {m['iowait_max_pct']:.0f} %; {m['disk_read_mb']:.0f} MB read)"
+            )
     measured = sorted((p for p in report.get("cores", []) if p.get("sagas_per_s")), key=lambda p: p["cores"])
     if len(measured) > 1:
         lines.append(
@@ -627,8 +651,8 @@ def main() -> int:
 
     run = uuid.uuid4().hex[:6]
     world = World(Api(), run, prefix="bench", skus=50, customers=50)
-    watcher = Watcher()
-    runner = Runner(world, watcher, args.seed)
+    watcher, machine = Watcher(), MachineSampler()
+    runner = Runner(world, watcher, args.seed, machine)
     try:
         say(f"idle latency: {args.idle} success-path orders, one at a time")
         report["idle"] = idle_latency(runner, args.idle)
@@ -662,6 +686,7 @@ def main() -> int:
                 point["speedup"] = round(point["sagas_per_s"] / base["sagas_per_s"], 2)
     finally:
         watcher.close()
+        machine.close()
 
     broker_rate = broker["confirm_batched"]["msgs_per_s"]
     sql_rate = sql[f"steps_per_s_{sql['clients']}"]

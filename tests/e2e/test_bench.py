@@ -66,6 +66,13 @@ def test_bench_smoke_measures_every_part_and_writes_json_and_png(tmp_path: Path)
         max(r["sagas_per_s"] for r in [closed, point]) / ceiling["sagas_per_s"], 2
     )
 
+    # What the machine did meanwhile (I/O wait, disk reads), for every run.
+    for run in [report["idle"], closed, point, *report["cores"]]:
+        machine = run["machine"]
+        assert 0 <= machine["iowait_max_pct"] <= 100
+        assert 0 <= machine["stall_seconds"] <= run["span_s"] + 30  # within the run and its wait
+        assert machine["disk_read_mb"] >= 0
+
     # The closed loop again on one core: every process of the stack and PostgreSQL's were
     # pinned (read back from the kernel), and everything got its CPUs back afterwards.
     [one] = report["cores"]
