@@ -467,7 +467,7 @@ def stack_roots() -> list[int]:
     with contextlib.suppress(OSError):
         if postmaster and Path(f"/proc/{postmaster}/comm").read_text().strip() == "postgres":
             roots.append(postmaster)
-    return roots
+    return [pid for pid in roots if Path(f"/proc/{pid}").exists()]  # a stale pid file names nobody
 
 
 def unpin_leftovers() -> None:
