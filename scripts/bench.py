@@ -61,7 +61,7 @@ import requests  # noqa: E402
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
 from scripts import pinning  # noqa: E402
-from scripts.machine_sampler import MachineSampler  # noqa: E402
+from scripts.machine_sampler import MachineSampler, cpu_jiffies  # noqa: E402
 from scripts.workload import PATHS, World, post_order  # noqa: E402
 from tests.support import BROKER_URL, Api  # noqa: E402
 
@@ -382,9 +382,9 @@ def per_saga_work(order_ids: list[str]) -> dict[str, float]:
 
 def cpu_busy_seconds() -> float:
     """CPU seconds this machine spent busy (all cores, all processes) since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    fields = cpu_jiffies(Path("/proc/stat").read_text())
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_process() -> Counter:
@@ -402,16 +402,8 @@ def cpu_by_process() -> Counter:
     with contextlib.suppress(OSError, ValueError):
         programs[int(supervisord.read_text().strip())] = "supervisord"  # it pipes every log line
     tick, used = os.sysconf("SC_CLK_TCK"), Counter()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
+    for pid, name, fields in pinning.processes():
+        ppid = int(fields[1])
         seconds = (int(fields[11]) + int(fields[12])) / tick
         if name == "postgres":
             used["postgres"] += seconds

@@ -18,9 +18,15 @@ STALL_IOWAIT = 0.25  # a sample with at least this share of the CPU waiting on I
 SECTOR = 512  # /proc/diskstats counts 512-byte sectors, whatever the device's own size
 
 
+def cpu_jiffies(stat_text: str) -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal: the ``cpu`` line of /proc/stat
+    (all cores; guest time is already in user, so it is left out)."""
+    return [int(x) for x in stat_text.split("\n", 1)[0].split()[1:9]]
+
+
 def cpu_times(stat_text: str) -> tuple[int, int]:
-    """(iowait, total) jiffies from the ``cpu`` line of /proc/stat (guest time is in user)."""
-    fields = [int(x) for x in stat_text.split("\n", 1)[0].split()[1:9]]
+    """(iowait, total) jiffies."""
+    fields = cpu_jiffies(stat_text)
     return fields[4], sum(fields)
 
 

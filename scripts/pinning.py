@@ -14,15 +14,18 @@ pinned postmaster) inherit the pinning and are put back too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
 
 
-def parents(proc: Path = PROC) -> dict[int, int]:
-    """pid → parent pid for every process (from /proc/<pid>/stat)."""
-    tree = {}
+def processes(proc: Path = PROC) -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields after the name) of /proc/<pid>/stat, for every process.
+
+    The fields count from the state: ``fields[1]`` is the parent pid, ``fields[11]`` and
+    ``fields[12]`` the user and system CPU time in clock ticks.
+    """
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -30,8 +33,16 @@ def parents(proc: Path = PROC) -> dict[int, int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # gone since the listing
-        tree[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    return tree
+        yield (
+            int(entry.name),
+            stat[stat.index("(") + 1 : stat.rindex(")")],
+            stat[stat.rindex(")") + 2 :].split(),
+        )
+
+
+def parents(proc: Path = PROC) -> dict[int, int]:
+    """pid → parent pid for every process."""
+    return {pid: int(fields[1]) for pid, _, fields in processes(proc)}
 
 
 def descendants(roots: Iterable[int], tree: dict[int, int]) -> list[int]:

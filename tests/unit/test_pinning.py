@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,21 @@ def test_descendants_walks_the_whole_tree_from_existing_roots_only() -> None:
     assert pinning.descendants([10, 12], tree) == [10, 12, 11, 13]  # each process once
     assert pinning.descendants([99], tree) == []  # a root that is gone
     assert pinning.descendants([30, 20], tree) == [30, 20]
+
+
+def test_processes_reads_names_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    for pid, stat in {
+        "7": "7 (celery: worker) S 1 7 7 0 -1 0 0 0 0 0 12 34 0 0",
+        "8": "8 (odd) name)) R 7 8 8 0 -1 0 0 0 0 0 5 6 0 0",
+    }.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "stat").write_text(stat)
+    (tmp_path / "self").mkdir()  # not a process directory
+    found = {
+        pid: (name, fields[1], fields[11], fields[12]) for pid, name, fields in pinning.processes(tmp_path)
+    }
+    assert found == {7: ("celery: worker", "1", "12", "34"), 8: ("odd) name)", "7", "5", "6")}
+    assert pinning.parents(tmp_path) == {7: 1, 8: 7}
 
 
 def test_core_counts() -> None:
@@ -58,6 +74,7 @@ def test_a_process_tree_is_pinned_and_put_back_with_what_started_meanwhile() -> 
         stdout=subprocess.PIPE,
         text=True,
     )
+    child = grandchild = 0
     try:
         child = int(parent.stdout.readline())
         before = os.sched_getaffinity(parent.pid)
@@ -75,7 +92,7 @@ def test_a_process_tree_is_pinned_and_put_back_with_what_started_meanwhile() -> 
         assert pinning.misplaced([parent.pid, child, grandchild], before) == []
         assert os.sched_getaffinity(0) == mine
     finally:
-        for pid in (locals().get("child"), locals().get("grandchild")):
+        for pid in (child, grandchild):
             if pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
