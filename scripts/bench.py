@@ -556,16 +556,16 @@ def table(report: dict[str, Any]) -> str:
             f"{r.get('p50_ms') or 0:>9.0f}{r.get('p95_ms') or 0:>9.0f}{r.get('p99_ms') or 0:>9.0f}"
         )
 
-    row("idle, one at a time", report["idle"])
-    if report["closed_loop"]["orders"]:
-        row(f"closed loop, C={report['closed_loop']['concurrency']}", report["closed_loop"])
-    for point in report["open_loop"]:
-        row(f"open loop {point['offered_per_s']:g}/s × {point['seconds']:g} s", point)
-    for point in report.get("scale_out", []):
-        row(f"closed loop, {point['workers']} worker(s)/svc", point)
-    for point in report.get("cores", []):
-        row(f"closed loop on {point['cores']} core(s)", point)
     closed = report["closed_loop"]
+    runs = [
+        ("idle, one at a time", report["idle"]),
+        *([(f"closed loop, C={closed['concurrency']}", closed)] if closed["orders"] else []),
+        *((f"open loop {p['offered_per_s']:g}/s × {p['seconds']:g} s", p) for p in report["open_loop"]),
+        *((f"closed loop, {p['workers']} worker(s)/svc", p) for p in report.get("scale_out", [])),
+        *((f"closed loop on {p['cores']} core(s)", p) for p in report.get("cores", [])),
+    ]
+    for name, r in runs:
+        row(name, r)
     if closed.get("cpu_ms_per_saga"):
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(closed["cpu_ms_per_saga_by_process"].items())[:8])
         lines.append(
@@ -578,13 +578,6 @@ def table(report: dict[str, Any]) -> str:
                 f"WAL {wal['records']:.0f} records, {wal['full_page_images']:.1f} full-page images, "
                 f"{wal['kB']:.0f} kB"
             )
-    runs = [
-        ("idle", report["idle"]),
-        ("closed loop", report["closed_loop"]),
-        *((f"open loop {p['offered_per_s']:g}/s", p) for p in report["open_loop"]),
-        *((f"closed loop, {p['workers']} worker(s)/svc", p) for p in report.get("scale_out", [])),
-        *((f"closed loop on {p['cores']} core(s)", p) for p in report.get("cores", [])),
-    ]
     for name, r in runs:
         if (m := r.get("machine") or {}).get("stall_seconds", 0) >= 1:
             lines.append(
