@@ -48,7 +48,14 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             # on a slow network (make chaos).
             declare_service(channel, topology())
         log.info("consuming %s", topology().events_queue.name)
-        return [self._event_consumer.consumer(channel), self._event_consumer.parked_consumer(channel)]
+        # One channel each: a basic.qos applies to the consumers started after it on its
+        # channel, so on a shared channel the parking lot's prefetch of 1 (set last, as
+        # kombu sets a consumer's prefetch when it is created) was also the events
+        # queue's. Celery closes every consumer's channel on stop.
+        return [
+            self._event_consumer.consumer(channel),
+            self._event_consumer.parked_consumer(channel.connection.channel()),
+        ]
 
 
 @inspect_command()
