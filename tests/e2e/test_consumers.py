@@ -26,7 +26,7 @@ def prefetch_by_queue() -> dict[str, set[int]]:
 def test_the_events_queue_is_consumed_with_the_configured_prefetch(stack: None, service: str) -> None:
     # The parking lot's consumer (prefetch 1) once shared the events consumer's channel, and
     # a basic.qos applies to every consumer started after it on its channel: the events
-    # queue ran at prefetch 1, a broker round trip between deliveries (≈ 18 % of the closed
+    # queue ran at prefetch 1, a broker round trip between deliveries (≈ 19 % of the closed
     # loop's throughput, docs/performance.md).
     found = prefetch_by_queue()
     assert found[f"{service}.events"] == {int(os.environ.get("SAGA_PREFETCH", "16"))}
