@@ -558,7 +558,7 @@ def table(report: dict[str, Any]) -> str:
 
     closed = report["closed_loop"]
     runs = [
-        ("idle, one at a time", report["idle"]),
+        *([("idle, one at a time", report["idle"])] if report["idle"]["orders"] else []),
         *([(f"closed loop, C={closed['concurrency']}", closed)] if closed["orders"] else []),
         *((f"open loop {p['offered_per_s']:g}/s × {p['seconds']:g} s", p) for p in report["open_loop"]),
         *((f"closed loop, {p['workers']} worker(s)/svc", p) for p in report.get("scale_out", [])),

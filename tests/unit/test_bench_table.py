@@ -1,0 +1,51 @@
+"""scripts/bench.py's table: one row per run that placed orders, and nothing for the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support import load_script
+
+table = load_script("bench").table
+
+CEILING = {
+    "broker_msgs_per_s": 6000.0,
+    "broker_confirm_each_msgs_per_s": 1200.0,
+    "sql_steps_per_s": 2500.0,
+    "sql_clients": 4,
+    "sagas_per_s": 200.0,
+    "deliveries": 8.3,
+    "transactions": 9.3,
+}
+
+
+def run(orders: int, sagas_per_s: float, **extra: Any) -> dict[str, Any]:
+    return {"orders": orders, "sagas_per_s": sagas_per_s, "p50_ms": 20, "p95_ms": 30, "p99_ms": 40, **extra}
+
+
+def report(*, idle: int, closed: int) -> dict[str, Any]:
+    return {
+        "ceiling": CEILING,
+        "idle": run(idle, 9.0),
+        "closed_loop": {**run(closed, 50.0), "concurrency": 32},
+        "open_loop": [run(400, 20.0, offered_per_s=20, seconds=20)],
+    }
+
+
+def test_a_run_of_no_orders_has_no_row() -> None:
+    printed = table(report(idle=0, closed=0))
+    assert "idle" not in printed
+    assert "closed loop" not in printed
+    assert "open loop 20/s × 20 s" in printed
+
+
+def columns(printed: str, label: str) -> list[str]:
+    """The figures of the row named ``label``: orders, sagas/s, ÷ceiling, p50, p95, p99."""
+    (line,) = [line for line in printed.splitlines() if line.startswith(label)]
+    return line[len(label) :].split()
+
+
+def test_each_run_with_orders_has_its_row_and_its_ratio_to_the_ceiling() -> None:
+    printed = table(report(idle=3, closed=600))
+    assert columns(printed, "idle, one at a time") == ["3", "9.0", "0.04", "20", "30", "40"]
+    assert columns(printed, "closed loop, C=32") == ["600", "50.0", "0.25", "20", "30", "40"]
