@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local stack: install what is missing, start, stop. Called by the Makefile.
-#   scripts/stack.sh up | down | deps | ctl ARGS... | rabbitmqctl ARGS... | wait
+#   scripts/stack.sh up | down | deps | python | ctl ARGS... | rabbitmqctl ARGS... | wait
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,10 +21,38 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
+# The interpreter a new virtualenv is made from: SAGA_PYTHON if set, else the OS's own
+# Python 3.11 (Debian's /usr/bin/python3.11 is built with profile-guided and link-time
+# optimisation, its executable linked with libpython statically), else python3. The
+# interpreter is part of the saga's speed: pyenv's default build (no PGO, libpython
+# shared) ran the services' processes with 13 % more CPU (docs/performance.md).
+venv_python() {
+    if [ -n "${SAGA_PYTHON:-}" ]; then
+        echo "$SAGA_PYTHON"
+    elif [ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo /usr/bin/python3.11
+    else
+        echo python3
+    fi
+}
+
+# The interpreter an existing virtualenv was made from (pyvenv.cfg), resolved.
+venv_made_from() {
+    local made
+    made=$(sed -n 's/^executable *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)
+    [ -n "$made" ] && readlink -f "$made"
+}
+
 deps() {
+    local base
+    base=$(venv_python)
     if [ ! -x "$PY" ]; then
-        log "creating virtualenv $VENV"
-        python3 -m venv "$VENV"
+        log "creating virtualenv $VENV from $base ($("$base" -c 'import sys; print(sys.version.split()[0])'))"
+        "$base" -m venv "$VENV" || die "could not create a virtualenv with $base (set SAGA_PYTHON to another Python 3.11)"
+    elif [ -z "${SAGA_PYTHON:-}" ] && [ "$base" != python3 ] \
+        && [ "$(venv_made_from)" != "$(readlink -f "$(command -v "$base")")" ]; then
+        echo "note: $VENV was made from $(venv_made_from), not $base, which runs the saga with" \
+            "less CPU; to rebuild it: make down && rm -rf $VENV && make up" >&2
     fi
     local stamp="$VENV/.requirements.sha"
     local want
@@ -282,9 +310,10 @@ case "${1:-}" in
     restart) restart ;;
     down) down ;;
     deps) deps ;;
+    python) venv_python ;;
     wait) wait_healthy ;;
     running) supervisord_running ;;
     ctl) shift; ctl "$@" ;;
     rabbitmqctl) shift; rmqctl "$@" ;;
-    *) die "usage: scripts/stack.sh up|down|restart|deps|wait|running|ctl ARGS|rabbitmqctl ARGS" ;;
+    *) die "usage: scripts/stack.sh up|down|restart|deps|python|wait|running|ctl ARGS|rabbitmqctl ARGS" ;;
 esac
