@@ -40,19 +40,21 @@ venv_python() {
 venv_made_from() {
     local made
     made=$(sed -n 's/^executable *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)
-    [ -n "$made" ] && readlink -f "$made"
+    [ -n "$made" ] && readlink -m "$made"
 }
 
 deps() {
-    local base
+    local base made
     base=$(venv_python)
     if [ ! -x "$PY" ]; then
         log "creating virtualenv $VENV from $base ($("$base" -c 'import sys; print(sys.version.split()[0])'))"
         "$base" -m venv "$VENV" || die "could not create a virtualenv with $base (set SAGA_PYTHON to another Python 3.11)"
-    elif [ -z "${SAGA_PYTHON:-}" ] && [ "$base" != python3 ] \
-        && [ "$(venv_made_from)" != "$(readlink -f "$(command -v "$base")")" ]; then
-        echo "note: $VENV was made from $(venv_made_from), not $base, which runs the saga with" \
-            "less CPU; to rebuild it: make down && rm -rf $VENV && make up" >&2
+    elif [ -z "${SAGA_PYTHON:-}" ] && [ "$base" != python3 ]; then
+        made=$(venv_made_from || true)
+        if [ -n "$made" ] && [ "$made" != "$(readlink -f "$(command -v "$base")")" ]; then
+            echo "note: $VENV was made from $made, not $base, which runs the saga with less CPU;" \
+                "to rebuild it: make down && rm -rf $VENV && make up" >&2
+        fi
     fi
     local stamp="$VENV/.requirements.sha"
     local want

@@ -52,3 +52,37 @@ def test_the_chosen_python_is_3_11():
     version = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
     assert version == "(3, 11)", version
     assert sys.version_info[:2] == (3, 11)
+
+
+def deps_with_venv(tmp_path: Path, made_from: str) -> subprocess.CompletedProcess:
+    """`stack.sh deps` on a virtualenv said to be made from ``made_from`` (requirements current)."""
+    import hashlib
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(made_from).parent}\nexecutable = {made_from}\n")
+    requirements = (ROOT / "requirements.txt").read_bytes()
+    (venv / ".requirements.sha").write_text(hashlib.sha256(requirements).hexdigest() + "\n")
+    environ = {k: v for k, v in os.environ.items() if k != "SAGA_PYTHON"} | {"SAGA_VENV": str(venv)}
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "stack.sh"), "deps"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.mark.skipif(not os_python_can_make_a_venv(), reason="no /usr/bin/python3.11 with venv here")
+def test_a_virtualenv_from_another_python_is_pointed_out(tmp_path):
+    done = deps_with_venv(tmp_path, "/opt/elsewhere/bin/python3.11")
+    assert "made from /opt/elsewhere/bin/python3.11, not /usr/bin/python3.11" in done.stderr
+    assert "rm -rf" in done.stderr
+
+
+@pytest.mark.skipif(not os_python_can_make_a_venv(), reason="no /usr/bin/python3.11 with venv here")
+def test_a_virtualenv_from_the_os_python_is_left_alone(tmp_path):
+    done = deps_with_venv(tmp_path, str(OS_PYTHON))
+    assert "note:" not in done.stderr
