@@ -6,6 +6,7 @@ build (docs/performance.md), so a new virtualenv is made from it when it can mak
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,17 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 OS_PYTHON = Path("/usr/bin/python3.11")
 
 
-def chosen(**env: str) -> str:
+def stack(command: str, **env: str) -> subprocess.CompletedProcess:
+    """`scripts/stack.sh COMMAND` with ``env`` and without the caller's SAGA_PYTHON."""
     environ = {k: v for k, v in os.environ.items() if k != "SAGA_PYTHON"} | env
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "stack.sh"), "python"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return done.stdout.strip()
+    script = str(ROOT / "scripts" / "stack.sh")
+    done = subprocess.run(["bash", script, command], env=environ, capture_output=True, text=True, timeout=60, check=True)
+    return done
+
+
+def chosen(**env: str) -> str:
+    return stack("python", **env).stdout.strip()
 
 
 def os_python_can_make_a_venv() -> bool:
@@ -56,23 +56,13 @@ def test_the_chosen_python_is_3_11():
 
 def deps_with_venv(tmp_path: Path, made_from: str) -> subprocess.CompletedProcess:
     """`stack.sh deps` on a virtualenv said to be made from ``made_from`` (requirements current)."""
-    import hashlib
-
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     (venv / "pyvenv.cfg").write_text(f"home = {Path(made_from).parent}\nexecutable = {made_from}\n")
     requirements = (ROOT / "requirements.txt").read_bytes()
     (venv / ".requirements.sha").write_text(hashlib.sha256(requirements).hexdigest() + "\n")
-    environ = {k: v for k, v in os.environ.items() if k != "SAGA_PYTHON"} | {"SAGA_VENV": str(venv)}
-    return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "stack.sh"), "deps"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    return stack("deps", SAGA_VENV=str(venv))
 
 
 @pytest.mark.skipif(not os_python_can_make_a_venv(), reason="no /usr/bin/python3.11 with venv here")
