@@ -22,8 +22,8 @@ def stack(command: str, **env: str) -> subprocess.CompletedProcess:
     """`scripts/stack.sh COMMAND` with ``env`` and without the caller's SAGA_PYTHON."""
     environ = {k: v for k, v in os.environ.items() if k != "SAGA_PYTHON"} | env
     script = str(ROOT / "scripts" / "stack.sh")
-    done = subprocess.run(["bash", script, command], env=environ, capture_output=True, text=True, timeout=60, check=True)
-    return done
+    args = ["bash", script, command]
+    return subprocess.run(args, env=environ, capture_output=True, text=True, timeout=60, check=True)
 
 
 def chosen(**env: str) -> str:
