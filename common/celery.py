@@ -34,27 +34,49 @@ def serve_metrics(**_: object) -> None:
 class EventConsumerStep(bootsteps.ConsumerStep):
     """Consumes ``<service>.events``; re-created by Celery after a reconnect."""
 
-    def get_consumers(self, channel):
-        from common.broker import topology
+    def start(self, c):
+        # The event loop collects group-commit batches (common/consumer.py); a worker
+        # without one (a green pool) handles one delivery at a time.
+        self._consumer_for_process().attach(c.hub)
+        super().start(c)
+
+    def stop(self, c):
+        self._consumer_for_process().detach()
+        super().stop(c)
+
+    def shutdown(self, c):
+        self._consumer_for_process().detach()
+        super().shutdown(c)
+
+    def _consumer_for_process(self):
         from common.consumer import EventConsumer
-        from common.topology import declare_service
 
         if getattr(self, "_event_consumer", None) is None:
             self._event_consumer = EventConsumer()
+            self._declared = False
+        return self._event_consumer
+
+    def get_consumers(self, channel):
+        from common.broker import topology
+        from common.topology import declare_service
+
+        consumer = self._consumer_for_process()
+        if not self._declared:
             # The whole topology once per process (exchanges, tiers, parking lot: durable,
             # they outlive a broker restart). After a reconnect the consumers re-declare
             # their own queues and bindings, which is all a restarted broker can be missing
             # that we consume from; re-declaring everything cost a second per reconnect
             # on a slow network (make chaos).
             declare_service(channel, topology())
+            self._declared = True
         log.info("consuming %s", topology().events_queue.name)
         # One channel each: a basic.qos applies to the consumers started after it on its
         # channel, so on a shared channel the parking lot's prefetch of 1 (set last, as
         # kombu sets a consumer's prefetch when it is created) was also the events
         # queue's. Celery closes every consumer's channel on stop.
         return [
-            self._event_consumer.consumer(channel),
-            self._event_consumer.parked_consumer(channel.connection.channel()),
+            consumer.consumer(channel),
+            consumer.parked_consumer(channel.connection.channel()),
         ]
 
 

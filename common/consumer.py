@@ -1,10 +1,20 @@
 """Consuming events: decode, validate, dedup, handle, and decide ack / retry / park.
 
-``process_delivery`` is the whole decision, independent of the broker so it can
-be unit-tested; ``EventConsumer`` wires it to a kombu message: it acks only
-after the handler's transaction committed, and moves failures to this
-service's retry tiers or parking lot (publish with confirm first, then ack, so
-a crash in between can only duplicate, which the inbox absorbs).
+``process_delivery`` is the whole decision for one delivery and ``process_batch``
+for several sharing one transaction (group commit), both independent of the broker
+so they can be tested without it; ``EventConsumer`` wires them to kombu messages: it
+acks only after the handlers' transaction committed, and moves failures to this
+service's retry tiers or parking lot (publish with confirm first, then ack, so a
+crash in between can only duplicate, which the inbox absorbs).
+
+Group commit: the consumer collects what the prefetch has already delivered — up to
+``SAGA_BATCH_MAX``, never waiting for more: a batch ends when the connection's socket
+is drained — and handles it in one transaction (the sagas' locks in key order, the
+inbox rows in one statement, each handler as it would run alone, the outbox and
+timeline rows in one statement each, one commit), then acks it with one
+``basic.ack(multiple=True)``. If anything in the batch fails, the batch rolls back
+and each delivery is handled again on its own, with today's retry tiers and parking.
+``SAGA_BATCH_MAX=1`` handles every delivery on its own.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from common.broker import Publisher, registry, topology
 from common.context import handling
 from common.contracts import validate_envelope
 from common.envelope import Envelope, EnvelopeError, utcnow
-from common.inbox import inbox_claim
+from common.groupcommit import collecting, write_collected
+from common.inbox import inbox_claim, inbox_claim_many
 from common.observability import consuming, trace_id_of
 from common.parking import (
     ATTEMPT_HEADER,
@@ -38,7 +49,7 @@ from common.parking import (
     PARKED_AT_HEADER,
     parked_ingest,
 )
-from common.registry import EventRegistry
+from common.registry import EventRegistry, Registration
 from common.sagas import note_retried
 from common.signing import SIGNATURE_HEADER, distrust
 
@@ -46,6 +57,8 @@ log = logging.getLogger("saga.consumer")
 
 SERVICE_HEADER = "x-saga-service"
 MAX_HEADER_TEXT = 2000
+# A batch waits for the socket to drain at most this long (see EventConsumer._on_tick).
+MAX_WAIT_SECONDS = 0.02
 
 
 class Disposition(enum.Enum):
@@ -62,16 +75,10 @@ class Outcome:
     envelope: Envelope | None = None
 
 
-def process_delivery(
-    body: bytes,
-    *,
-    events: EventRegistry,
-    service: str,
-    signature: object = None,
-    attempt: int = 0,
-    last_error: str = "",
-) -> Outcome:
-    """Handle one delivery's body; never raises for a bad message or a failing handler.
+def read_delivery(
+    body: bytes, *, events: EventRegistry, service: str, signature: object = None
+) -> tuple[Envelope, Registration] | Outcome:
+    """Decode and check one delivery: its envelope and handler, or the outcome PARK and why.
 
     ``signature`` is the delivery's ``x-saga-signature`` header: an event that is not
     signed by the producer it names, or from a producer not allowed to emit its type,
@@ -100,6 +107,23 @@ def process_delivery(
             f"{service} has no handler for {envelope.event_type} (stale binding or misrouted event)",
             envelope,
         )
+    return envelope, registration
+
+
+def process_delivery(
+    body: bytes,
+    *,
+    events: EventRegistry,
+    service: str,
+    signature: object = None,
+    attempt: int = 0,
+    last_error: str = "",
+) -> Outcome:
+    """Handle one delivery's body; never raises for a bad message or a failing handler."""
+    read = read_delivery(body, events=events, service=service, signature=signature)
+    if isinstance(read, Outcome):
+        return read
+    envelope, registration = read
     for reconnected in (False, True):
         try:
             return _handle(envelope, registration, service=service, attempt=attempt, last_error=last_error)
@@ -143,6 +167,52 @@ def _handle(envelope: Envelope, registration: Any, *, service: str, attempt: int
     return Outcome(Disposition.HANDLED, envelope=envelope)
 
 
+def process_batch(
+    items: list[tuple[Envelope, Registration]], *, events: EventRegistry, service: str
+) -> list[Outcome]:
+    """Handle several deliveries in one transaction: HANDLED or DUPLICATE for each, in order.
+
+    Raises whatever any part raised — a handler, a writer, a lock timeout, the commit — and
+    then nothing of the batch was done: the caller handles each delivery again on its own.
+    Only first deliveries belong here (a retried one carries its attempt and goes alone).
+    The locks: every saga's advisory lock first, in key order (the inbox claim), then
+    the service's ``batch_locks`` hook takes the rows several sagas of the batch may share
+    (inventory's products, payment's accounts) in its own global order, so batches in
+    several worker processes never wait on each other in a cycle.
+    """
+    first: dict[str, int] = {}
+    for index, (envelope, _) in enumerate(items):
+        first.setdefault(envelope.event_id, index)
+    with collecting(), transaction.atomic():
+        claimed = inbox_claim_many([items[i][0] for i in first.values()])
+        handled = [i for i in first.values() if items[i][0].event_id in claimed]
+        if events.batch_locks is not None and len({items[i][0].saga_id for i in handled}) > 1:
+            events.batch_locks([items[i][0] for i in handled])
+        for index in handled:
+            envelope, registration = items[index]
+            with (
+                consuming(
+                    service=service,
+                    event_type=envelope.event_type,
+                    saga_id=envelope.saga_id,
+                    event_id=envelope.event_id,
+                    trace_headers=envelope.trace,
+                ),
+                handling(envelope),
+            ):
+                registration.handler(envelope)
+        write_collected()
+        for index in handled:
+            faults.point("consumer.before_commit", service=service, event_type=items[index][0].event_type)
+    done = set(handled)
+    return [
+        Outcome(Disposition.HANDLED, envelope=envelope)
+        if index in done
+        else Outcome(Disposition.DUPLICATE, "already handled", envelope)
+        for index, (envelope, _) in enumerate(items)
+    ]
+
+
 def _connection_lost() -> bool:
     """After a database error: is our connection gone? (If so, it is closed, to reconnect.)"""
     if connection.connection is not None and connection.is_usable():
@@ -178,13 +248,53 @@ def _log_extra(outcome: Outcome, attempt: int) -> dict[str, Any]:
 
 
 class EventConsumer:
-    """Consumes this service's events queue; one message at a time per process."""
+    """Consumes this service's events queue: a delivery, or a batch of deliveries, at a time."""
 
     def __init__(self) -> None:
         self.service: str = settings.SERVICE_NAME
         self.events = registry()
         self.topology = topology()
         self.publisher = Publisher()
+        self.batch_max: int = max(1, settings.SAGA_BATCH_MAX)
+        self._hub: Any = None
+        self._buffer: list[Message] = []
+        self._buffered_at = 0.0
+
+    # -- the event loop ---------------------------------------------------------------
+
+    def attach(self, hub: Any) -> None:
+        """Collect batches in Celery's event loop ``hub`` (None: one delivery at a time).
+
+        Called when the worker's consumer (re)starts, before it consumes: whatever the
+        buffer held came on the previous connection, whose channel is gone, so the broker
+        redelivers it; it is dropped here, never acked on a dead channel.
+        """
+        self.detach()
+        self._hub = hub if self.batch_max > 1 else None
+        if self._hub is not None:
+            self._hub.on_tick.add(self._on_tick)
+
+    def detach(self) -> None:
+        if self._hub is not None:
+            self._hub.on_tick.discard(self._on_tick)
+        self._hub = None
+        self._buffer = []
+
+    def _on_tick(self) -> None:
+        """Once per turn of the event loop: handle the batch once the socket is drained.
+
+        kombu's reader reads one frame per turn and schedules itself again (``call_soon``)
+        while the socket has more; a turn that finds nothing scheduled means it drained
+        what the broker had sent, so waiting longer would only add latency. (A private
+        attribute of kombu's hub, pinned in requirements.txt; ``MAX_WAIT_SECONDS`` bounds
+        the wait should anything else keep the loop busy.)
+        """
+        if self._buffer and (
+            not getattr(self._hub, "_ready", None) or time.monotonic() - self._buffered_at > MAX_WAIT_SECONDS
+        ):
+            self._flush()
+
+    # -- consumers ----------------------------------------------------------------------
 
     def parked_consumer(self, channel: Any) -> Consumer:
         return Consumer(
@@ -218,9 +328,9 @@ class EventConsumer:
         )
 
     def consumer(self, channel: Any) -> Consumer:
-        # Prefetch: enough to hide the broker round trip while one message is
-        # handled, small enough that a crashed worker strands little and that
-        # several worker processes share a burst fairly.
+        # Prefetch: enough to hide the broker round trip while one message (or a batch) is
+        # handled, small enough that a crashed worker strands little and that several
+        # worker processes share a burst fairly.
         return Consumer(
             channel,
             queues=[self.topology.events_queue],
@@ -230,8 +340,19 @@ class EventConsumer:
         )
 
     def on_message(self, message: Message) -> None:
+        if self._hub is None:
+            self._settling(message, self._on_message, message)
+            return
+        if not self._buffer:
+            self._buffered_at = time.monotonic()
+        self._buffer.append(message)
+        if len(self._buffer) >= self.batch_max:
+            self._flush()
+
+    def _settling(self, message: Message, action: Any, *args: Any, **kwargs: Any) -> None:
+        """Run ``action``; if a delivery could not be settled, leave it to the broker."""
         try:
-            self._on_message(message)
+            action(*args, **kwargs)
         except Exception:
             # Could not ack/forward (the broker or our publisher connection is
             # down). Leave the message to the broker: requeue it if the channel
@@ -244,12 +365,19 @@ class EventConsumer:
                 log.warning("requeue failed; the broker will redeliver on reconnect")
                 raise
 
+    # -- one delivery -------------------------------------------------------------------
+
     def _on_message(self, message: Message) -> None:
         # No close_old_connections() here: with persistent connections it would only add a
         # health-check round trip per delivery; a lost connection is detected and replaced
         # by process_delivery, and closed after any failure below.
         started = time.perf_counter()
         headers = dict(message.headers or {})
+        if self._received(message, headers):
+            self._handle_one(message, headers, started)
+
+    def _received(self, message: Message, headers: dict[str, Any]) -> bool:
+        """The ``consumer.receive`` fault point; False if the delivery was settled there."""
         injected = faults.point(
             "consumer.receive", service=self.service, event_type=(message.properties or {}).get("type")
         )
@@ -272,7 +400,10 @@ class EventConsumer:
                 routing_key=self.topology.tiers[0],
                 extra_headers={},
             )
-            return
+            return False
+        return True
+
+    def _handle_one(self, message: Message, headers: dict[str, Any], started: float) -> None:
         attempt = _attempt(headers)
         outcome = process_delivery(
             raw_body(message),
@@ -282,14 +413,19 @@ class EventConsumer:
             attempt=attempt,
             last_error=str(headers.get(LAST_ERROR_HEADER) or ""),
         )
+        self._settle(message, headers, attempt, outcome, time.perf_counter() - started)
+
+    def _settle(
+        self, message: Message, headers: dict[str, Any], attempt: int, outcome: Outcome, seconds: float
+    ) -> None:
         extra = _log_extra(outcome, attempt)
         event_type = extra["event_type"] or "unknown"
         if outcome.disposition is Disposition.HANDLED:
             faults.point("consumer.after_commit", service=self.service, event_type=event_type)
-            message.ack()
+            self._ack(message)
             log.info("handled %s", event_type, extra=extra)
         elif outcome.disposition is Disposition.DUPLICATE:
-            message.ack()
+            self._ack(message)
             log.info("duplicate %s absorbed by the inbox", event_type, extra=extra)
         elif outcome.disposition is Disposition.RETRY:
             close_old_connections()
@@ -327,9 +463,81 @@ class EventConsumer:
             outcome.disposition is Disposition.RETRY and attempt >= len(self.topology.tiers)
         ):
             metrics.PARKED.labels(self.service, event_type).inc()
-        metrics.observe_delivery(
-            self.service, event_type, outcome.disposition.value, time.perf_counter() - started
-        )
+        metrics.observe_delivery(self.service, event_type, outcome.disposition.value, seconds)
+
+    # -- a batch ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Handle what was collected: one transaction, one commit, one multiple-ack.
+
+        Deliveries that cannot share the transaction are settled on their own first: a
+        malformed or untrusted one is parked, a retried one (it carries an attempt count,
+        and its success notes the retries on the saga's timeline) is handled alone. Every
+        delivery of the channel with a tag below the batch's last is then either settled
+        or in the batch, so the multiple-ack covers exactly the batch's deliveries.
+        """
+        messages, self._buffer = self._buffer, []
+        started = time.perf_counter()
+        batch: list[tuple[Message, dict[str, Any], Envelope, Registration]] = []
+        for message in messages:
+            headers = dict(message.headers or {})
+            if not self._received(message, headers):
+                continue
+            if _attempt(headers):
+                self._settling(message, self._handle_one, message, headers, started)
+                continue
+            read = read_delivery(
+                raw_body(message),
+                events=self.events,
+                service=self.service,
+                signature=headers.get(SIGNATURE_HEADER),
+            )
+            if isinstance(read, Outcome):
+                self._settling(message, self._settle, message, headers, 0, read, 0.0)
+                continue
+            batch.append((message, headers, *read))
+        if not batch:
+            return
+        metrics.BATCH_SIZE.labels(self.service).observe(len(batch))
+        if len(batch) == 1:
+            message, headers, _, _ = batch[0]
+            self._settling(message, self._handle_one, message, headers, started)
+            return
+        try:
+            outcomes = process_batch(
+                [(envelope, registration) for _, _, envelope, registration in batch],
+                events=self.events,
+                service=self.service,
+            )
+        except Exception as exc:  # noqa: BLE001 - each delivery gets its own chance
+            log.warning(
+                "a batch of %d deliveries failed (%s: %s); handling each on its own",
+                len(batch),
+                type(exc).__name__,
+                str(exc)[:500],
+            )
+            metrics.BATCHES.labels(self.service, "split").inc()
+            for message, headers, _, _ in batch:
+                self._settling(message, self._handle_one, message, headers, started)
+            return
+        for outcome in outcomes:
+            if outcome.disposition is Disposition.HANDLED:
+                faults.point(
+                    "consumer.after_commit", service=self.service, event_type=outcome.envelope.event_type
+                )
+        last = batch[-1][0]
+        self._settling(last, self._ack, last, multiple=True)
+        seconds = (time.perf_counter() - started) / len(batch)
+        metrics.BATCHES.labels(self.service, "committed").inc()
+        for outcome in outcomes:
+            extra = _log_extra(outcome, 0)
+            if outcome.disposition is Disposition.HANDLED:
+                log.info("handled %s", extra["event_type"], extra=extra)
+            else:
+                log.info("duplicate %s absorbed by the inbox", extra["event_type"], extra=extra)
+            metrics.observe_delivery(self.service, extra["event_type"], outcome.disposition.value, seconds)
+
+    # -- retry tiers and the parking lot ------------------------------------------------
 
     def _park(
         self, message: Message, headers: dict[str, Any], attempt: int, *, reason: str, last_error: str
@@ -369,4 +577,8 @@ class EventConsumer:
             message_id=properties.get("message_id"),
             message_type=properties.get("type"),
         )
-        message.ack()
+        self._ack(message)
+
+    def _ack(self, message: Message, *, multiple: bool = False) -> None:
+        message.ack(multiple=multiple)
+        metrics.ACKS.labels(self.service).inc()

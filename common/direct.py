@@ -71,14 +71,14 @@ class Pusher:
         self._publisher: BatchPublisher | None = None
         self.publisher_factory = BatchPublisher  # tests swap in an unreachable or slow broker
 
-    def submit(self, item: _Item) -> bool:
-        """Queue ``item`` for publishing; False if it is left to the relay instead."""
+    def submit(self, items: list[_Item]) -> bool:
+        """Queue ``items`` for publishing; False if they are left to the relay instead."""
         if time.monotonic() < self._down_until or self._stopping:
             return False  # the broker failed us a moment ago: the relay has these
         with self._wake:
-            if len(self._pending) >= MAX_PENDING:
+            if len(self._pending) + len(items) > MAX_PENDING:
                 return False
-            self._pending.append(item)
+            self._pending.extend(items)
             self._ensure_thread()
             self._wake.notify()
         return True
@@ -219,18 +219,24 @@ def pusher() -> Pusher:
     return _pusher
 
 
-def publish_after_commit(row_id: int, envelope: Envelope, body: str) -> None:
-    """Once the current transaction commits, hand ``envelope`` to this process's pusher."""
-    transaction.on_commit(lambda: _hand_over(_Item(row_id, envelope, body)))
+def publish_after_commit(rows: list[tuple[int, Envelope, str]]) -> None:
+    """Once the current transaction commits, hand its events (outbox id, envelope, body) to
+    this process's pusher."""
+    items = [_Item(row_id, envelope, body) for row_id, envelope, body in rows]
+    transaction.on_commit(lambda: _hand_over(items))
 
 
-def _hand_over(item: _Item) -> None:
-    try:
-        # A process that dies here (or is told to act as if it had) leaves the row to the relay.
-        faults.point(
-            "outbox.after_commit", service=settings.SERVICE_NAME, event_type=item.envelope.event_type
-        )
-    except faults.InjectedFault:
-        log.warning("fault injection: %s left to the relay", item.envelope.event_type)
-        return
-    _pusher.submit(item)
+def _hand_over(items: list[_Item]) -> None:
+    handed = []
+    for item in items:
+        try:
+            # A process that dies here (or is told to act as if it had) leaves the row to the relay.
+            faults.point(
+                "outbox.after_commit", service=settings.SERVICE_NAME, event_type=item.envelope.event_type
+            )
+        except faults.InjectedFault:
+            log.warning("fault injection: %s left to the relay", item.envelope.event_type)
+            continue
+        handed.append(item)
+    if handed:
+        _pusher.submit(handed)

@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db import connection
-from django.utils import timezone
 
 from common.envelope import Envelope
+from common.messaging.models import InboxMessage
 from common.sagas import saga_lock_key
+
+# One statement: the sagas' advisory locks, taken in key order (the aggregate consumes the
+# sorted keys before the first row is inserted), then every inbox row. A single statement
+# also keeps psycopg 3 honest: with several statements in one execute, its rowcount and
+# results are the first statement's, not the INSERT's.
+_CLAIM = (
+    f"INSERT INTO {InboxMessage._meta.db_table} (event_id, event_type, saga_id, producer, received_at)"
+    " SELECT e.event_id, e.event_type, e.saga_id, e.producer, now()"
+    " FROM (SELECT count(pg_advisory_xact_lock(k)) FROM"
+    " (SELECT DISTINCT unnest(%s::bigint[]) AS k ORDER BY 1) AS keys) AS locked,"
+    " unnest(%s::uuid[], %s::text[], %s::uuid[], %s::text[]) AS e(event_id, event_type, saga_id, producer)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
+
+def inbox_claim_many(envelopes: Sequence[Envelope]) -> set[str]:
+    """Take the sagas' locks, then record every envelope as handled; the event ids recorded now.
+
+    Must run in the same transaction as the handlers' effects. The locks (see
+    :func:`common.sagas.saga_lock_key`) serialise this service's handlers of one saga; a
+    transaction that holds several takes them in one global order (ascending key), so two
+    batches never wait on each other in a cycle. An event id missing from the result was
+    handled before (or appears twice in ``envelopes``: only its first copy is recorded). A
+    concurrent duplicate waits on its saga's lock until the first commits, then sees the
+    conflict: exactly one of them applies the effect.
+    """
+    if not envelopes:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM,
+            [
+                [saga_lock_key(e.saga_id) for e in envelopes],
+                [e.event_id for e in envelopes],
+                [e.event_type for e in envelopes],
+                [e.saga_id for e in envelopes],
+                [e.producer for e in envelopes],
+            ],
+        )
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 def inbox_claim(envelope: Envelope) -> bool:
-    """Take the saga's lock, then record ``envelope`` as handled; False if it already was.
-
-    Must run in the same transaction as the handler's effect. The lock (see
-    :func:`common.sagas.saga_lock_key`) serialises this service's handlers of one saga;
-    it and the inbox row cost one round trip. A concurrent duplicate blocks on the
-    primary key until the first commits, then sees the conflict: exactly one of them
-    applies the effect.
-    """
-    lock = f"SELECT pg_advisory_xact_lock({saga_lock_key(envelope.saga_id)}); "
-    with connection.cursor() as cursor:
-        cursor.execute(
-            lock + "INSERT INTO messaging_inbox (event_id, event_type, saga_id, producer, received_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-            [
-                envelope.event_id,
-                envelope.event_type,
-                envelope.saga_id,
-                envelope.producer,
-                timezone.now(),
-            ],
-        )
-        return cursor.rowcount == 1
+    """Take the saga's lock, then record ``envelope`` as handled; False if it already was."""
+    return bool(inbox_claim_many([envelope]))

@@ -38,6 +38,22 @@ HANDLER_SECONDS = Histogram(
     ["service", "event_type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+BATCH_SIZE = Histogram(
+    "saga_batch_size",
+    "Deliveries handled in one group-commit transaction (one commit, one multiple-ack).",
+    ["service"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
+ACKS = Counter(
+    "saga_acks_total",
+    "basic.ack frames sent for the events queue (one per batch with multiple=True, one per lone delivery).",
+    ["service"],
+)
+BATCHES = Counter(
+    "saga_batches_total",
+    "Group-commit batches: committed, or split (something failed: each delivery handled alone).",
+    ["service", "outcome"],
+)
 OCC_CONFLICTS = Counter(
     "saga_occ_conflicts_total",
     "Optimistic-concurrency conflicts (a version-checked UPDATE matched no row).",

@@ -1,9 +1,11 @@
-"""Emitting events: an outbox row in the caller's transaction, and a NOTIFY.
+"""Emitting events: an outbox row in the caller's transaction.
 
 ``emit`` is the only way a service publishes. The row and the state change
-commit together or not at all; PostgreSQL delivers the NOTIFY only on commit,
-which wakes the relay at once (the fast path). The relay's periodic sweep is
-what guarantees delivery if nobody was listening.
+commit together or not at all. On commit the process's pusher publishes it
+(common/direct.py), or, with ``SAGA_PUBLISH_ON_COMMIT`` off, a NOTIFY delivered
+on commit wakes the relay. The relay's periodic sweep is what guarantees
+delivery if neither happened. In a group-commit batch the rows of all its
+deliveries are written with one INSERT just before the commit (common/groupcommit.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from common.broker import Outgoing
 from common.context import current_event, current_trace
 from common.contracts import allowed_producers, latest_version, validate_envelope
 from common.envelope import Envelope, EnvelopeError
+from common.groupcommit import defer
 from common.messaging.models import OutboxMessage
 from common.signing import signed_headers
 from common.topology import EVENTS_EXCHANGE
@@ -54,32 +57,51 @@ def emit(*, event_type: str, saga_id: str, payload: dict[str, Any]) -> Envelope:
     # A producer never publishes what its consumers would park: check the contract here,
     # inside the transaction, so a violation fails (and is retried/parked) where it was made.
     validate_envelope(envelope)
-    body = envelope.to_json()
+    defer(_write, (envelope, envelope.to_json()))
+    return envelope
+
+
+def _write(rows: list[tuple[Envelope, str]]) -> None:
+    """The outbox rows of a transaction (one event, or a group-commit batch's), one INSERT.
+
+    Publishing on commit, the rows go to this process's pusher once the transaction
+    commits (common/direct.py). Otherwise a NOTIFY, delivered on commit, wakes the
+    relay. Either way the row is what guarantees the event (the relay's sweep).
+    """
     on_commit = settings.SAGA_PUBLISH_ON_COMMIT
-    # The row and the NOTIFY in one round trip (this runs for every event of every saga).
-    # Publishing on commit, nobody needs waking: the relay only sweeps what that missed.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {OutboxMessage._meta.db_table}"
-            " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 0, '')"
-            + (" RETURNING id" if on_commit else "; SELECT pg_notify(%s, '')"),
-            [
-                envelope.event_id,
-                envelope.event_type,
-                envelope.routing_key,
-                envelope.saga_id,
-                body,
-                envelope.occurred_at,
-                *([] if on_commit else [notify_channel(settings.SERVICE_NAME)]),
-            ],
+    table = OutboxMessage._meta.db_table
+    insert = (
+        f"INSERT INTO {table}"
+        " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
+        " VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, 0, '')"] * len(rows)) + " RETURNING id"
+    )
+    params = [
+        value
+        for envelope, body in rows
+        for value in (
+            envelope.event_id,
+            envelope.event_type,
+            envelope.routing_key,
+            envelope.saga_id,
+            body,
+            envelope.occurred_at,
         )
-        row_id = cursor.fetchone()[0] if on_commit else None
+    ]
+    with connection.cursor() as cursor:
+        if on_commit:
+            cursor.execute(insert, params)
+            ids = [row_id for (row_id,) in cursor.fetchall()]  # in the order of VALUES
+        else:
+            cursor.execute(
+                f"WITH written AS ({insert}) SELECT pg_notify(%s, '') FROM written LIMIT 1",
+                [*params, notify_channel(settings.SERVICE_NAME)],
+            )
     if on_commit:
         from common.direct import publish_after_commit
 
-        publish_after_commit(row_id, envelope, body)
-    return envelope
+        publish_after_commit(
+            [(row_id, envelope, body) for row_id, (envelope, body) in zip(ids, rows, strict=True)]
+        )
 
 
 def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from common.envelope import Envelope, routing_key_for
 
 Handler = Callable[[Envelope], None]
+BatchLocks = Callable[[list[Envelope]], None]
 
 # Notices the messaging layer of every service emits about a saga (a step that needed
 # retries, a step that was parked) for the Order service's timeline. They are
@@ -33,6 +34,7 @@ class EventRegistry:
     service: str
     registrations: dict[str, Registration] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
+    batch_locks: BatchLocks | None = None
 
     def originates(self, *event_types: str, by: str) -> None:
         """Declare events this service emits on its own initiative (an API call, a timer)."""
@@ -70,6 +72,15 @@ class EventRegistry:
             return func
 
         return decorator
+
+    def locks_batch(self, func: BatchLocks) -> BatchLocks:
+        """Register ``func(events)``: it locks, in one global order, the rows that the
+        handlers of a group-commit batch's events may share across sagas (products,
+        accounts). It runs after the sagas' own locks and before any handler, so batches in
+        several worker processes never wait on each other in a cycle. A service whose
+        handlers touch only rows of their own saga needs none."""
+        self.batch_locks = func
+        return func
 
     def get(self, event_type: str) -> Registration | None:
         return self.registrations.get(event_type)

@@ -218,6 +218,11 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
                         f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)}"
                     ),
                     "connect_timeout": 5,
+                    # Parameters bound by the server (the extended protocol), not quoted into
+                    # the SQL text by the client; psycopg prepares a statement it has run
+                    # ``prepare_threshold`` times on a connection, so the hot paths' SQL is
+                    # parsed and planned once per connection, not once per call.
+                    "server_side_binding": env_bool("SAGA_DB_SERVER_BINDING", True),
                 },
                 "TEST": {"NAME": f"test_{db_name}"},
             }
@@ -285,7 +290,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # the grace period. Off: the relay publishes everything, woken by NOTIFY.
         SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", True),
         SAGA_RELAY_GRACE_SECONDS=env_float("SAGA_RELAY_GRACE_SECONDS", 2.0),
-        SAGA_PREFETCH=env_int("SAGA_PREFETCH", 16),
+        SAGA_PREFETCH=env_int("SAGA_PREFETCH", 32),
+        # Group commit: at most this many deliveries share one transaction and one ack
+        # (common/consumer.py); 1 handles each on its own.
+        SAGA_BATCH_MAX=env_int("SAGA_BATCH_MAX", 16),
         # Housekeeping (common/purge.py, run by each relay): an inbox row is kept
         # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
         SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),

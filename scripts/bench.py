@@ -55,8 +55,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg2  # noqa: E402
+import psycopg  # noqa: E402
 import requests  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
@@ -107,10 +108,10 @@ class Watcher:
     """
 
     def __init__(self) -> None:
-        self.conn = psycopg2.connect(
-            **database_params("order"), connect_timeout=5, application_name="saga-bench"
+        self.conn = psycopg.connect(
+            **database_params("order"), connect_timeout=5, application_name="saga-bench", autocommit=True
         )
-        self.conn.set_session(readonly=True, autocommit=True)
+        self.conn.read_only = True
         self.waiting: dict[str, threading.Event] = {}
         self.finished: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -262,7 +263,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
             runner.watcher.watch(got[0]).wait(120)
 
     busy, mine, per_process = cpu_busy_seconds(), client_cpu_seconds(), cpu_by_process()
-    wal, commits = wal_stats(), commits_by_database()
+    wal, commits, consumed = wal_stats(), commits_by_database(), consumer_counts()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
         t.start()
@@ -276,6 +277,7 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
         say(f"  waiting {PG_STATS_SETTLE_SECONDS:.0f} s for PostgreSQL's statistics to settle")
         time.sleep(PG_STATS_SETTLE_SECONDS)
     wal, commits = wal_stats() - wal, commits_by_database() - commits
+    consumed = consumer_counts() - consumed
     n = max(1, len(placed))
     result.update(
         concurrency=concurrency,
@@ -296,22 +298,145 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
         commits_per_saga_by_database={key: round(value / n, 1) for key, value in commits.items()}
         if pg_stats
         else {},
+        # The consumers: deliveries per saga, basic.ack frames per delivery (1 without group
+        # commit), and how many deliveries the batches held.
+        deliveries_per_saga=round(consumed["deliveries"] / n, 2),
+        acks_per_delivery=round(consumed["acks"] / consumed["deliveries"], 3)
+        if consumed["deliveries"]
+        else None,
+        batches_split=int(consumed["batches_split"]),
+        batch_sizes=batch_histogram(consumed),
     )
     return result
+
+
+def ab_sequence(rounds: int) -> list[str]:
+    """A, B, B, A, A, B, B, A …: ``rounds`` closed loops of each side, alternating so that a
+    machine that speeds up or slows down during the run favours neither."""
+    pattern = ["A", "B", "B", "A"]
+    return [pattern[i % 4] for i in range(2 * rounds)]
+
+
+def parse_overrides(spec: str) -> dict[str, str]:
+    """``--ab "SAGA_BATCH_MAX=1 SAGA_PREFETCH=16"`` → {"SAGA_BATCH_MAX": "1", …}."""
+    overrides = {}
+    for item in spec.replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith(("SAGA_", "OTEL_")):
+            raise ValueError(f"{item!r}: expected SAGA_<NAME>=<value>")
+        overrides[name] = value
+    return overrides
+
+
+def ab_runs(
+    runner: Runner, overrides: dict[str, str], rounds: int, orders: int, concurrency: int
+) -> dict[str, Any]:
+    """Closed loops alternating between the stack as it runs (A) and with ``overrides`` (B).
+
+    Each switch is `make up` with the other environment (the programs whose settings changed
+    restart), then a short unmeasured warm-up. The stack is left as it was found (A).
+    """
+    sides = {"A": dict(os.environ), "B": {**os.environ, **overrides}}
+    current, runs = "A", []
+    for number, side in enumerate(ab_sequence(rounds), 1):
+        if side != current:
+            say(f"A/B: restarting the stack as {side} ({'its own settings' if side == 'A' else overrides})")
+            restart_stack(sides[side])
+            current = side
+            closed_loop(runner, min(64, orders), concurrency)  # warm-up: connections, prepared statements
+        say(f"A/B run {number}/{2 * rounds} ({side}): {orders} orders at concurrency {concurrency}")
+        point = closed_loop(runner, orders, concurrency, pg_stats=True)
+        point["side"] = side
+        runs.append(point)
+    if current != "A":
+        say("A/B: restoring the stack's own settings")
+        restart_stack(sides["A"])
+    return {"b": overrides, "rounds": rounds, "runs": runs, "summary": ab_summary(runs)}
+
+
+AB_FIGURES = {
+    "sagas_per_s": "sagas/s",
+    "cpu_ms_per_saga": "CPU-ms/saga",
+    "commits_per_saga": "commits/saga",
+    "wal_flushes_per_saga": "WAL flushes/saga",
+    "acks_per_delivery": "acks/delivery",
+    "p50_ms": "p50 ms",
+    "p99_ms": "p99 ms",
+}
+
+
+def ab_figures(run: dict[str, Any]) -> dict[str, float | None]:
+    figures = {key: run.get(key) for key in AB_FIGURES}
+    figures["wal_flushes_per_saga"] = (run.get("wal_per_saga") or {}).get("flushes")
+    return figures
+
+
+def ab_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each side's mean of every figure and of the CPU by process, and B's ratio to A."""
+    summary: dict[str, Any] = {}
+    for side in ("A", "B"):
+        mine = [r for r in runs if r.get("side") == side]
+        figures = [ab_figures(r) for r in mine]
+        means = {}
+        for key in AB_FIGURES:
+            values = [f[key] for f in figures if f[key] is not None]
+            means[key] = round(statistics.fmean(values), 3) if values else None
+        processes: Counter = Counter()
+        for r in mine:
+            processes.update(r.get("cpu_ms_per_saga_by_process") or {})
+        means["cpu_ms_per_saga_by_process"] = {
+            k: round(v / max(1, len(mine)), 2) for k, v in processes.most_common()
+        }
+        summary[side] = means
+    summary["b_over_a"] = {
+        key: round(summary["B"][key] / summary["A"][key], 3)
+        if summary["A"][key] and summary["B"][key]
+        else None
+        for key in AB_FIGURES
+    }
+    return summary
+
+
+def ab_table(ab: dict[str, Any]) -> str:
+    b = " ".join(f"{k}={v}" for k, v in ab["b"].items())
+    lines = [
+        f"A/B in one window: A = the stack's own settings, B = {b}; "
+        f"{ab['rounds']} closed loops of each, alternating ABBA",
+    ]
+    header = f"{'run':<10}" + "".join(f"{label:>17}" for label in AB_FIGURES.values())
+    lines += [header, "-" * len(header)]
+
+    def cells(figures: dict[str, Any], fmt: str = ".2f") -> str:
+        return "".join(f"{v:>17{fmt}}" if v is not None else f"{'–':>17}" for v in figures.values())
+
+    count: Counter = Counter()
+    for run in ab["runs"]:
+        count[run["side"]] += 1
+        lines.append(f"{run['side']}{count[run['side']]:<9}" + cells(ab_figures(run)))
+    summary = ab["summary"]
+    for side in ("A", "B"):
+        lines.append(f"{'mean ' + side:<10}" + cells({k: summary[side][k] for k in AB_FIGURES}))
+    lines.append(f"{'B ÷ A':<10}" + cells(summary["b_over_a"], ".3f"))
+    for side in ("A", "B"):
+        top = ", ".join(
+            f"{k} {v:.1f}" for k, v in list(summary[side]["cpu_ms_per_saga_by_process"].items())[:9]
+        )
+        lines.append(f"CPU-ms per saga by process, mean of {side}: {top}")
+    return "\n".join(lines)
 
 
 def commits_by_database() -> Counter:
     """Transactions committed so far in each service's database."""
     names = {service: database_params(service)["dbname"] for service in SERVICES}
     try:
-        with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+        with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
             c.execute(
                 "SELECT datname, xact_commit FROM pg_stat_database WHERE datname = ANY(%s)",
                 [list(names.values())],
             )
             by_name = dict(c.fetchall())
         conn.close()
-    except psycopg2.Error as exc:
+    except psycopg.Error as exc:
         say(f"(no commit counts: {exc})")
         return Counter()
     return Counter({service: int(by_name.get(name, 0)) for service, name in names.items()})
@@ -320,14 +445,56 @@ def commits_by_database() -> Counter:
 def wal_stats() -> Counter:
     """PostgreSQL's cumulative WAL counters (records, full-page images, kB), server-wide."""
     try:
-        with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
-            c.execute("SELECT wal_records, wal_fpi, wal_bytes / 1024.0 FROM pg_stat_wal")
-            records, fpi, kib = c.fetchone()
+        with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+            c.execute("SELECT wal_records, wal_fpi, wal_bytes / 1024.0, wal_sync FROM pg_stat_wal")
+            records, fpi, kib, syncs = c.fetchone()
         conn.close()
-    except psycopg2.Error as exc:
+    except psycopg.Error as exc:
         say(f"(no WAL figures: {exc})")
         return Counter()
-    return Counter({"records": int(records), "full_page_images": int(fpi), "kB": float(kib)})
+    return Counter(
+        {"records": int(records), "full_page_images": int(fpi), "kB": float(kib), "flushes": int(syncs)}
+    )
+
+
+BATCH_BUCKETS = ("1", "2", "3", "4", "6", "8", "12", "16", "24", "32", "48", "64", "+Inf")
+
+
+def consumer_counts() -> Counter:
+    """What the services' consumers counted so far (their /metrics, every process of each):
+    deliveries, basic.ack frames, group-commit batches and the batch-size histogram."""
+    counts: Counter = Counter()
+    api = Api()
+    for service in SERVICES:
+        try:
+            text = api.get(service, "/metrics", timeout=10).text
+        except requests.RequestException as exc:
+            say(f"(no consumer figures from {service}: {exc})")
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "saga_deliveries_total":
+                    counts["deliveries"] += sample.value
+                elif sample.name == "saga_acks_total":
+                    counts["acks"] += sample.value
+                elif sample.name == "saga_batches_total":
+                    counts[f"batches_{sample.labels['outcome']}"] += sample.value
+                elif sample.name == "saga_batch_size_bucket":
+                    counts[f"le_{sample.labels['le'].removesuffix('.0')}"] += sample.value
+    return counts
+
+
+def batch_histogram(counts: Counter) -> dict[str, int]:
+    """Batches by size (from the cumulative buckets): {"1": n, "2": n, "3-4": n, …}."""
+    histogram, below, low = {}, 0.0, 1
+    for le in BATCH_BUCKETS:
+        cumulative = counts.get(f"le_{le}", 0.0)
+        if cumulative - below:
+            high = le if le != "+Inf" else "…"
+            histogram[str(low) if str(low) == high else f"{low}-{high}"] = int(cumulative - below)
+        below = cumulative
+        low = int(le) + 1 if le != "+Inf" else low
+    return histogram
 
 
 def open_loop(runner: Runner, rate: float, seconds: float) -> dict[str, Any]:
@@ -363,7 +530,7 @@ def per_saga_work(order_ids: list[str]) -> dict[str, float]:
     """Deliveries handled (inbox rows) and events emitted (outbox rows) per saga, over all services."""
     deliveries = events = 0
     for service in SERVICES:
-        with psycopg2.connect(**database_params(service), connect_timeout=5) as conn, conn.cursor() as c:
+        with psycopg.connect(**database_params(service), connect_timeout=5) as conn, conn.cursor() as c:
             c.execute("SELECT count(*) FROM messaging_inbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
             deliveries += c.fetchone()[0]
             c.execute("SELECT count(*) FROM messaging_outbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
@@ -452,7 +619,7 @@ def stack_roots() -> list[int]:
     roots = []
     with contextlib.suppress(OSError, ValueError):
         roots.append(int((ROOT / "var" / "run" / "supervisord.pid").read_text().strip()))
-    with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+    with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
         c.execute("SELECT pg_backend_pid()")
         postmaster = pinning.parents().get(c.fetchone()[0])  # while the backend still exists
     conn.close()
@@ -468,7 +635,7 @@ def unpin_leftovers() -> None:
     everywhere = os.sched_getaffinity(0)
     try:
         pids = pinning.descendants(stack_roots(), pinning.parents())
-    except psycopg2.Error:
+    except psycopg.Error:
         return  # the measurements below say what is wrong with the database
     if wrong := pinning.misplaced(pids, everywhere):
         say(f"{len(wrong)} threads of the stack were left pinned (a killed bench?): back on all cores")
@@ -575,8 +742,14 @@ def table(report: dict[str, Any]) -> str:
         if wal := closed.get("wal_per_saga"):
             lines.append(
                 f"PostgreSQL per saga: {closed.get('commits_per_saga', 0):.1f} commits (all four databases), "
-                f"WAL {wal['records']:.0f} records, {wal['full_page_images']:.1f} full-page images, "
-                f"{wal['kB']:.0f} kB"
+                f"{wal.get('flushes', 0):.1f} WAL flushes, WAL {wal['records']:.0f} records, "
+                f"{wal['full_page_images']:.1f} full-page images, {wal['kB']:.0f} kB"
+            )
+        if closed.get("acks_per_delivery") is not None:
+            lines.append(
+                f"consumers: {closed['deliveries_per_saga']:.2f} deliveries per saga, "
+                f"{closed['acks_per_delivery']:.2f} acks per delivery; "
+                f"batches by size {closed['batch_sizes']}"
             )
     for name, r in runs:
         if (m := r.get("machine") or {}).get("stall_seconds", 0) >= 1:
@@ -608,6 +781,16 @@ def main() -> int:
     parser.add_argument(
         "--cores", default="", help="closed loop again on 1,2,… cores ('auto': 1, 2, 4 … all); needs root"
     )
+    parser.add_argument(
+        "--ab",
+        default="",
+        help="closed loops of the stack as it runs (A) against it with these settings (B), "
+        'alternating ABBA: e.g. "SAGA_BATCH_MAX=1"',
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="A/B: closed loops of each side (default 4)")
+    parser.add_argument(
+        "--ab-orders", type=int, default=800, help="A/B: orders per closed loop (default 800)"
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=7)
@@ -618,9 +801,14 @@ def main() -> int:
         parser.error(f"--cores: 'auto' or whole numbers, not {args.cores!r}")
     if bad := [c for c in counts if not 1 <= c <= len(os.sched_getaffinity(0))]:
         parser.error(f"--cores {bad}: this machine lets us use {len(os.sched_getaffinity(0))} core(s)")
+    try:
+        overrides = parse_overrides(args.ab)
+    except ValueError as exc:
+        parser.error(f"--ab: {exc}")
     if args.smoke:
         args.orders, args.concurrency, args.rates, args.seconds = 20, 4, "5", 3
         args.idle, args.scale, args.ceiling_seconds, args.cores = 3, "", 1.0, "1"
+        args.ab_orders, args.rounds = 10, 1
 
     report: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -664,6 +852,9 @@ def main() -> int:
         for count in core_counts(args.cores):
             say(f"cores: the stack, PostgreSQL and this load generator on {count} core(s)")
             report["cores"].append(on_cores(runner, count, args.orders, args.concurrency))
+        if overrides:
+            say(f"A/B: {args.rounds} closed loops of {args.ab_orders} orders each way, B = {args.ab}")
+            report["ab"] = ab_runs(runner, overrides, args.rounds, args.ab_orders, args.concurrency)
         measured = [p for p in report["cores"] if p.get("sagas_per_s")]
         base = min(measured, key=lambda p: p["cores"], default=None)
         for point in report["cores"]:
@@ -710,10 +901,18 @@ def main() -> int:
             latest.unlink(missing_ok=True)
             latest.symlink_to(stem.with_suffix(suffix).name)
     print(table(report))  # noqa: T201 - the report
+    if report.get("ab"):
+        print("\n" + ab_table(report["ab"]))  # noqa: T201
     print(f"\nwritten: {stem.with_suffix('.json')}" + (f" and {stem.with_suffix('.png')}" if plotted else ""))  # noqa: T201
     unfinished = sum(
         r.get("unfinished", 0)
-        for r in [report["idle"], report["closed_loop"], *report["open_loop"], *report["cores"]]
+        for r in [
+            report["idle"],
+            report["closed_loop"],
+            *report["open_loop"],
+            *report["cores"],
+            *(report.get("ab") or {}).get("runs", []),
+        ]
     )
     if unfinished:
         say(f"{unfinished} order(s) did not reach a terminal state within 120 s")

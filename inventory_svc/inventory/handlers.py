@@ -9,6 +9,20 @@ from inventory_svc.inventory import services
 registry = EventRegistry("inventory")
 
 
+@registry.locks_batch
+def lock_batch_products(events: list[Envelope]) -> None:
+    """Several sagas in one transaction: their products, locked in sku order up front."""
+    services.products_lock(
+        skus=[
+            item["sku"]
+            for event in events
+            if event.event_type == "OrderPlaced"
+            for item in event.payload["items"]
+        ],
+        reserved_by=[event.saga_id for event in events if event.event_type != "OrderPlaced"],
+    )
+
+
 @registry.handles("OrderPlaced", emits=("InventoryReserved", "InventoryRejected"))
 def handle_order_placed(event: Envelope) -> None:
     services.inventory_reserve(

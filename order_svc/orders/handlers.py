@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -11,7 +10,6 @@ from common.registry import EventRegistry
 from order_svc.orders import services
 
 registry = EventRegistry("order")
-log = logging.getLogger(__name__)
 registry.originates("OrderPlaced", by="POST /api/orders/")
 registry.originates("OrderCancelled", by="POST /api/orders/{id}/cancel/ or the deadline sweep")
 
@@ -24,22 +22,16 @@ def on(
     A ``notice`` (a step was retried or parked in some service) is timeline-only and names
     whatever saga id the message it is about carried; a parked garbage message's made-up id
     names no order here, and never will (orders are created here first). Such a notice is
-    dropped with a log line, not retried into the parking lot.
+    dropped with a log line (services.timeline_note), not retried into the parking lot.
     """
 
     def decorator(func: Callable[[Envelope], None]) -> Callable[[Envelope], None]:
         def handler(event: Envelope) -> None:
-            if not notice:
+            if notice:
+                services.timeline_note(order_id=event.saga_id, envelope=event)
+            else:
                 services.timeline_record(order_id=event.saga_id, envelope=event)
                 func(event)
-            elif not services.timeline_note(order_id=event.saga_id, envelope=event):
-                log.info(
-                    "%s about unknown order %s (from %s): nothing to annotate",
-                    event.event_type,
-                    event.saga_id,
-                    event.producer,
-                    extra={"saga_id": event.saga_id},
-                )
 
         handler.__name__ = func.__name__
         handler.__doc__ = func.__doc__

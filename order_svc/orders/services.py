@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from common.context import current_trace
 from common.envelope import Envelope
+from common.groupcommit import defer
 from common.observability import annotate, continuing
 from common.outbox import emit
 from common.rows import insert_rows
@@ -43,32 +45,69 @@ class OrderNotCancellable(Exception):
     """Only a PENDING order can be cancelled."""
 
 
-def _record(order_id: str, envelope: Envelope) -> bool:
-    """Add ``envelope`` to the order's timeline, once; False if the order does not exist.
+@dataclass(frozen=True)
+class _TimelineRow:
+    order_id: str
+    envelope: Envelope
+    notice: bool  # a notice about an unknown order is dropped (logged), not an error
 
-    One statement (the insert only happens if the order exists; a timeline row that is
-    already there is left alone), no savepoint: this runs for every event the order sees.
+
+def _record(order_id: str, envelope: Envelope, *, notice: bool = False) -> None:
+    """Add ``envelope`` to the order's timeline, once (at the end of a group-commit batch)."""
+    defer(_timeline_write, _TimelineRow(order_id, envelope, notice))
+
+
+def _timeline_write(rows: list[_TimelineRow]) -> None:
+    """Write timeline rows in one statement; OrderNotFound if an event names no order here.
+
+    A row already there (a redelivered event) is left alone. The statement also returns
+    the rows whose order does not exist: for a saga event that is an error (retried), for
+    a notice (a step retried or parked somewhere) about a made-up saga id it is logged
+    and dropped, as such an order never will exist (orders are created here first).
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {SagaEvent._meta.db_table}"
-            " (order_id, event_id, event_type, service, occurred_at, recorded_at, causation_id, payload)"
-            f" SELECT id, %s, %s, %s, %s, %s, %s, %s FROM {Order._meta.db_table} WHERE id = %s"
-            " ON CONFLICT (event_id) DO NOTHING",
-            [
-                envelope.event_id,
-                envelope.event_type,
-                envelope.producer,
-                envelope.occurred_at,
-                timezone.now(),
-                envelope.causation_id,
-                json.dumps(envelope.payload),
-                order_id,
-            ],
+        cursor.execute(_TIMELINE_WRITE, _timeline_params(rows))
+        missing = {str(event_id) for (event_id,) in cursor.fetchall()}
+    for row in rows:
+        if row.envelope.event_id not in missing:
+            continue
+        if not row.notice:
+            raise OrderNotFound(
+                f"event {row.envelope.event_type} {row.envelope.event_id} names unknown order {row.order_id}"
+            )
+        log.info(
+            "%s about unknown order %s (from %s): nothing to annotate",
+            row.envelope.event_type,
+            row.order_id,
+            row.envelope.producer,
+            extra={"saga_id": row.order_id},
         )
-        if cursor.rowcount == 1:
-            return True
-    return Order.objects.filter(id=order_id).exists()  # already recorded, or no such order
+
+
+_TIMELINE_WRITE = (
+    "WITH input AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::uuid[], %s::jsonb[])"
+    " AS t(order_id, event_id, event_type, service, occurred_at, causation_id, payload)),"
+    f" written AS (INSERT INTO {SagaEvent._meta.db_table}"
+    " (order_id, event_id, event_type, service, occurred_at, recorded_at, causation_id, payload)"
+    " SELECT i.order_id, i.event_id, i.event_type, i.service, i.occurred_at, now(), i.causation_id, i.payload"
+    f" FROM input i JOIN {Order._meta.db_table} o ON o.id = i.order_id"
+    " ON CONFLICT (event_id) DO NOTHING)"
+    f" SELECT i.event_id FROM input i WHERE NOT EXISTS (SELECT 1 FROM {Order._meta.db_table} o"
+    " WHERE o.id = i.order_id)"
+)
+
+
+def _timeline_params(rows: list[_TimelineRow]) -> list[list[Any]]:
+    return [
+        [row.order_id for row in rows],
+        [row.envelope.event_id for row in rows],
+        [row.envelope.event_type for row in rows],
+        [row.envelope.producer for row in rows],
+        [row.envelope.occurred_at for row in rows],
+        [row.envelope.causation_id for row in rows],
+        [json.dumps(row.envelope.payload) for row in rows],
+    ]
 
 
 def _emit(order: Order, event_type: str, payload: dict[str, Any]) -> Envelope:
@@ -209,15 +248,14 @@ def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
     return existing
 
 
-def timeline_note(*, order_id: str, envelope: Envelope) -> bool:
-    """Add a notice to the order's saga view; False if there is no such order."""
-    return _record(order_id, envelope)
+def timeline_note(*, order_id: str, envelope: Envelope) -> None:
+    """Add a notice to the order's saga view (dropped, with a log line, if there is no such order)."""
+    _record(order_id, envelope, notice=True)
 
 
 def timeline_record(*, order_id: str, envelope: Envelope) -> None:
-    """Add an event from another service to the order's saga view."""
-    if not _record(order_id, envelope):
-        raise OrderNotFound(f"event {envelope.event_type} {envelope.event_id} names unknown order {order_id}")
+    """Add an event from another service to the order's saga view (OrderNotFound if no such order)."""
+    _record(order_id, envelope)
 
 
 def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal]) -> None:

@@ -11,6 +11,15 @@ from payment_svc.payments import services
 registry = EventRegistry("payment")
 
 
+@registry.locks_batch
+def lock_batch_accounts(events: list[Envelope]) -> None:
+    """Several sagas in one transaction: their accounts, locked in customer order up front."""
+    services.accounts_lock(
+        customer_ids=[e.payload["customer_id"] for e in events if e.event_type == "InventoryReserved"],
+        charged_for=[e.saga_id for e in events if e.event_type != "InventoryReserved"],
+    )
+
+
 @registry.handles("InventoryReserved", emits=("PaymentCompleted", "PaymentDeclined"))
 def handle_inventory_reserved(event: Envelope) -> None:
     services.payment_charge(

@@ -36,6 +36,23 @@ def account_create(*, customer_id: str, balance: Decimal) -> Account:
         raise AccountExists(f"Account {customer_id} already exists.") from exc
 
 
+def accounts_lock(*, customer_ids: list[str], charged_for: list[str]) -> None:
+    """Lock the accounts ``customer_ids`` and those that paid for ``charged_for``, in id order.
+
+    For a group-commit batch of several sagas (common/consumer.py): one handler touches
+    one account, but a batch runs several in one transaction, so without this two
+    batches could each hold an account the other one needs next.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT customer_id FROM {Account._meta.db_table} WHERE customer_id = ANY(%s::text[])"
+            f" OR customer_id IN (SELECT customer_id FROM {Payment._meta.db_table}"
+            " WHERE order_id = ANY(%s::uuid[]) AND kind = %s)"
+            " ORDER BY customer_id FOR NO KEY UPDATE",
+            [customer_ids, charged_for, PaymentKind.CHARGE.value],
+        )
+
+
 def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str) -> None:
     emit(
         event_type="PaymentDeclined",
