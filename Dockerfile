@@ -17,7 +17,7 @@ RUN groupadd --system --gid 10001 saga \
        --shell /usr/sbin/nologin saga
 
 # Dependencies first, so a code change does not reinstall them (all are wheels:
-# psycopg[binary] needs no compiler).
+# psycopg2-binary needs no compiler).
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 

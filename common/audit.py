@@ -57,7 +57,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TextIO
 
-import psycopg
+import psycopg2
+import psycopg2.extensions
 
 from common.settings import env
 
@@ -878,15 +879,16 @@ class Database:
         self.service = service
         self.params = database_params(service)
         try:
-            self.conn = psycopg.connect(
+            self.conn = psycopg2.connect(
                 **self.params,
                 connect_timeout=5,
                 application_name="saga-audit",
                 options="-c default_transaction_read_only=on -c statement_timeout=0",
             )
-            self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            self.conn.read_only = True
-        except psycopg.Error as exc:
+            self.conn.set_session(
+                isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True
+            )
+        except psycopg2.Error as exc:
             raise DatabaseUnavailable(f"cannot reach {self.where}: {str(exc).strip()}") from exc
         self.named = 0
 
@@ -900,7 +902,7 @@ class Database:
             with self.conn.cursor() as cursor:
                 cursor.execute(sql, params)
                 return cursor.fetchall()
-        except psycopg.Error as exc:
+        except psycopg2.Error as exc:
             raise DatabaseUnavailable(f"cannot read {self.where}: {str(exc).strip()}") from exc
 
     def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
@@ -911,7 +913,7 @@ class Database:
                 cursor.itersize = DEFAULT_BATCH
                 cursor.execute(sql, params)
                 yield from cursor
-        except psycopg.Error as exc:
+        except psycopg2.Error as exc:
             raise DatabaseUnavailable(f"cannot read {self.where}: {str(exc).strip()}") from exc
 
     def close(self) -> None:

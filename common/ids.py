@@ -21,7 +21,7 @@ from uuid6 import uuid7
 
 
 def new_id() -> uuid.UUID:
-    """A new UUIDv7, as a plain ``uuid.UUID`` (what Django and psycopg expect)."""
+    """A new UUIDv7, as a plain ``uuid.UUID`` (what Django and psycopg2 expect)."""
     return uuid.UUID(int=uuid7().int)
 
 

@@ -11,9 +11,9 @@ from common.messaging.models import InboxMessage
 from common.sagas import saga_lock_key
 
 # One statement: the sagas' advisory locks, taken in key order (the aggregate consumes the
-# sorted keys before the first row is inserted), then every inbox row. A single statement
-# also keeps psycopg 3 honest: with several statements in one execute, its rowcount and
-# results are the first statement's, not the INSERT's.
+# sorted keys before the first row is inserted), then every inbox row. (One statement, not
+# "SELECT lock; INSERT": a driver may report the first statement's rowcount, as psycopg 3
+# does, and take a duplicate for a first delivery.)
 _CLAIM = (
     f"INSERT INTO {InboxMessage._meta.db_table} (event_id, event_type, saga_id, producer, received_at)"
     " SELECT e.event_id, e.event_type, e.saga_id, e.producer, now()"

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import time
 
-import psycopg
+import psycopg2
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -124,33 +125,34 @@ class Relay:
 
     def _listen(self) -> None:
         db = connection.settings_dict
-        self._listener = psycopg.connect(
+        self._listener = psycopg2.connect(
             dbname=db["NAME"],
             user=db["USER"],
             password=db["PASSWORD"],
             host=db["HOST"],
             port=db["PORT"],
             connect_timeout=5,
-            autocommit=True,
         )
-        self._listener.execute(f'LISTEN "{notify_channel(self.service)}"')
+        self._listener.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        with self._listener.cursor() as cursor:
+            cursor.execute(f'LISTEN "{notify_channel(self.service)}"')
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY arrives or ``timeout`` passes."""
         try:
             if self._listener is None:
                 self._listen()
-            # Every notification that came in the same packet as the first is taken too.
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
-        except (psycopg.Error, OSError):
+            if select.select([self._listener], [], [], timeout) != ([], [], []):
+                self._listener.poll()
+                self._listener.notifies.clear()
+        except (psycopg2.Error, OSError):
             log.warning("lost the LISTEN connection; reconnecting", exc_info=True)
             self._close_listener()
             time.sleep(min(timeout, 1.0))
 
     def _close_listener(self) -> None:
         if self._listener is not None:
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(psycopg2.Error):
                 self._listener.close()
         self._listener = None
 

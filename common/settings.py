@@ -218,11 +218,6 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
                         f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)}"
                     ),
                     "connect_timeout": 5,
-                    # Parameters bound by the server (the extended protocol), not quoted into
-                    # the SQL text by the client; psycopg prepares a statement it has run
-                    # ``prepare_threshold`` times on a connection, so the hot paths' SQL is
-                    # parsed and planned once per connection, not once per call.
-                    "server_side_binding": env_bool("SAGA_DB_SERVER_BINDING", True),
                 },
                 "TEST": {"NAME": f"test_{db_name}"},
             }

@@ -55,7 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
+import psycopg2  # noqa: E402
 import requests  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -108,10 +108,10 @@ class Watcher:
     """
 
     def __init__(self) -> None:
-        self.conn = psycopg.connect(
-            **database_params("order"), connect_timeout=5, application_name="saga-bench", autocommit=True
+        self.conn = psycopg2.connect(
+            **database_params("order"), connect_timeout=5, application_name="saga-bench"
         )
-        self.conn.read_only = True
+        self.conn.set_session(readonly=True, autocommit=True)
         self.waiting: dict[str, threading.Event] = {}
         self.finished: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -429,14 +429,14 @@ def commits_by_database() -> Counter:
     """Transactions committed so far in each service's database."""
     names = {service: database_params(service)["dbname"] for service in SERVICES}
     try:
-        with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+        with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
             c.execute(
                 "SELECT datname, xact_commit FROM pg_stat_database WHERE datname = ANY(%s)",
                 [list(names.values())],
             )
             by_name = dict(c.fetchall())
         conn.close()
-    except psycopg.Error as exc:
+    except psycopg2.Error as exc:
         say(f"(no commit counts: {exc})")
         return Counter()
     return Counter({service: int(by_name.get(name, 0)) for service, name in names.items()})
@@ -445,11 +445,11 @@ def commits_by_database() -> Counter:
 def wal_stats() -> Counter:
     """PostgreSQL's cumulative WAL counters (records, full-page images, kB), server-wide."""
     try:
-        with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+        with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
             c.execute("SELECT wal_records, wal_fpi, wal_bytes / 1024.0, wal_sync FROM pg_stat_wal")
             records, fpi, kib, syncs = c.fetchone()
         conn.close()
-    except psycopg.Error as exc:
+    except psycopg2.Error as exc:
         say(f"(no WAL figures: {exc})")
         return Counter()
     return Counter(
@@ -530,7 +530,7 @@ def per_saga_work(order_ids: list[str]) -> dict[str, float]:
     """Deliveries handled (inbox rows) and events emitted (outbox rows) per saga, over all services."""
     deliveries = events = 0
     for service in SERVICES:
-        with psycopg.connect(**database_params(service), connect_timeout=5) as conn, conn.cursor() as c:
+        with psycopg2.connect(**database_params(service), connect_timeout=5) as conn, conn.cursor() as c:
             c.execute("SELECT count(*) FROM messaging_inbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
             deliveries += c.fetchone()[0]
             c.execute("SELECT count(*) FROM messaging_outbox WHERE saga_id = ANY(%s::uuid[])", [order_ids])
@@ -619,7 +619,7 @@ def stack_roots() -> list[int]:
     roots = []
     with contextlib.suppress(OSError, ValueError):
         roots.append(int((ROOT / "var" / "run" / "supervisord.pid").read_text().strip()))
-    with psycopg.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
+    with psycopg2.connect(**database_params("order"), connect_timeout=5) as conn, conn.cursor() as c:
         c.execute("SELECT pg_backend_pid()")
         postmaster = pinning.parents().get(c.fetchone()[0])  # while the backend still exists
     conn.close()
@@ -635,7 +635,7 @@ def unpin_leftovers() -> None:
     everywhere = os.sched_getaffinity(0)
     try:
         pids = pinning.descendants(stack_roots(), pinning.parents())
-    except psycopg.Error:
+    except psycopg2.Error:
         return  # the measurements below say what is wrong with the database
     if wrong := pinning.misplaced(pids, everywhere):
         say(f"{len(wrong)} threads of the stack were left pinned (a killed bench?): back on all cores")

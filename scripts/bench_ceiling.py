@@ -22,7 +22,7 @@ platform relies on, so that the benchmark figure can be read as a fraction of it
   The figure is the publish→consume rate: messages consumed / time from the first
   publish to the last consume, once the consumer received everything.
 
-- :func:`sql_ceiling`: the plain-SQL saga step with psycopg (SELECT a product's stock
+- :func:`sql_ceiling`: the plain-SQL saga step with psycopg2 (SELECT a product's stock
   and version, optimistic UPDATE, INSERT into an inbox, INSERT a 600-byte outbox row,
   COMMIT with ``synchronous_commit`` as the server has it, on by default), in a
   scratch schema ``bench_ceiling`` created for the run and dropped at the end. Run
@@ -60,7 +60,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-import psycopg
+import psycopg2
 from kombu import Connection, Consumer, Producer, Queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,7 +398,7 @@ _SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes
 
 
 def _connect(params: dict[str, Any]) -> Any:
-    return psycopg.connect(**{"connect_timeout": 10, "application_name": "saga-bench-ceiling", **params})
+    return psycopg2.connect(**{"connect_timeout": 10, "application_name": "saga-bench-ceiling", **params})
 
 
 def _server_settings(params: dict[str, Any]) -> dict[str, str]:
@@ -411,7 +411,7 @@ def _server_settings(params: dict[str, Any]) -> dict[str, str]:
                 try:
                     cur.execute(f"SHOW {name}")
                     found[name] = cur.fetchone()[0]
-                except psycopg.Error:
+                except psycopg2.Error:
                     found[name] = "?"
             cur.execute("SHOW server_version")
             found["server_version"] = cur.fetchone()[0]
@@ -533,7 +533,7 @@ def _sql_run(params: dict[str, Any], clients: int, seconds: float) -> dict[str, 
 def sql_ceiling(params: dict[str, Any], *, clients: int = 4, seconds: float = 5.0) -> dict[str, Any]:
     """Saga steps per second (one transaction each) with 1 client, then with ``clients``.
 
-    ``params`` are ``psycopg.connect`` keyword arguments. The scratch schema
+    ``params`` are ``psycopg2.connect`` keyword arguments. The scratch schema
     ``bench_ceiling`` is (re)created at the start and dropped at the end, even on error.
     Returns ``steps_per_s_1``, ``steps_per_s_<clients>``, ``p50_ms_1``,
     ``p50_ms_<clients>`` (and p99, step and conflict counts) plus the server's

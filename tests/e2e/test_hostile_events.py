@@ -276,9 +276,9 @@ def test_a_compromised_service_can_publish_but_not_forge_another_producer(api: A
 )
 def test_a_service_cannot_open_another_services_database(role: str, database: str) -> None:
     """Each service's PostgreSQL role owns its database; CONNECT to the others is revoked."""
-    import psycopg
+    import psycopg2
 
     login = {"user": role, "password": role, "host": "127.0.0.1", "connect_timeout": 5}
-    psycopg.connect(dbname=role, **login).close()  # its own: allowed (a control)
-    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
-        psycopg.connect(dbname=database, **login)
+    psycopg2.connect(dbname=role, **login).close()  # its own: allowed (a control)
+    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+        psycopg2.connect(dbname=database, **login)

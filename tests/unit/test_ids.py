@@ -10,7 +10,7 @@ from common.ids import new_id, new_id_str
 
 def test_new_ids_are_version_7_plain_uuids() -> None:
     ident = new_id()
-    assert type(ident) is uuid.UUID  # not a subclass: psycopg and Django adapt it as is
+    assert type(ident) is uuid.UUID  # not a subclass: psycopg2 and Django adapt it as is
     assert ident.version == 7
     assert ident.variant == uuid.RFC_4122
     assert uuid.UUID(new_id_str()).version == 7
