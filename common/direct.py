@@ -35,6 +35,7 @@ from common.envelope import Envelope
 from common.messaging.models import OutboxMessage
 from common.observability import publishing_each
 from common.outbox import outgoing
+from common.statements import Statement
 
 log = logging.getLogger("saga.outbox")
 
@@ -45,6 +46,14 @@ IDLE_CLOSE_SECONDS = 10.0  # the pusher's database connection is closed after th
 # Marking rows published is deferred and batched: one UPDATE per this interval, not one per
 # event (each is a commit). Far below the relay's grace period, so the relay never races it.
 MARK_EVERY_SECONDS = 0.2
+
+
+_MARK = Statement(
+    "outbox_mark",
+    f"UPDATE {OutboxMessage._meta.db_table} SET published_at = now()"
+    " WHERE id = ANY(%s) AND published_at IS NULL",
+    ("bigint[]",),
+)
 
 
 @dataclass(frozen=True)
@@ -146,11 +155,7 @@ class Pusher:
         self._marked_at = time.monotonic()
         try:
             with connection.cursor() as cursor:  # autocommit: one statement, no transaction to pay for
-                cursor.execute(
-                    f"UPDATE {OutboxMessage._meta.db_table} SET published_at = now()"
-                    " WHERE id = ANY(%s) AND published_at IS NULL",
-                    [ids],
-                )
+                _MARK.execute(cursor, [ids])
         except Exception:  # noqa: BLE001 - the relay will publish a copy: harmless
             log.warning("published %d events but could not mark them", len(ids), exc_info=True)
             connection.close()  # a broken connection is reopened next time

@@ -9,18 +9,21 @@ from django.db import connection
 from common.envelope import Envelope
 from common.messaging.models import InboxMessage
 from common.sagas import saga_lock_key
+from common.statements import Statement
 
 # One statement: the sagas' advisory locks, taken in key order (the aggregate consumes the
 # sorted keys before the first row is inserted), then every inbox row. (One statement, not
 # "SELECT lock; INSERT": a driver may report the first statement's rowcount, as psycopg 3
 # does, and take a duplicate for a first delivery.)
-_CLAIM = (
+_CLAIM = Statement(
+    "inbox_claim",
     f"INSERT INTO {InboxMessage._meta.db_table} (event_id, event_type, saga_id, producer, received_at)"
     " SELECT e.event_id, e.event_type, e.saga_id, e.producer, now()"
     " FROM (SELECT count(pg_advisory_xact_lock(k)) FROM"
-    " (SELECT DISTINCT unnest(%s::bigint[]) AS k ORDER BY 1) AS keys) AS locked,"
-    " unnest(%s::uuid[], %s::text[], %s::uuid[], %s::text[]) AS e(event_id, event_type, saga_id, producer)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    " (SELECT DISTINCT unnest(%s) AS k ORDER BY 1) AS keys) AS locked,"
+    " unnest(%s, %s, %s, %s) AS e(event_id, event_type, saga_id, producer)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    ("bigint[]", "uuid[]", "text[]", "uuid[]", "text[]"),
 )
 
 
@@ -38,8 +41,8 @@ def inbox_claim_many(envelopes: Sequence[Envelope]) -> set[str]:
     if not envelopes:
         return set()
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM,
+        _CLAIM.execute(
+            cursor,
             [
                 [saga_lock_key(e.saga_id) for e in envelopes],
                 [e.event_id for e in envelopes],

@@ -10,6 +10,7 @@ deliveries are written with one INSERT just before the commit (common/groupcommi
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from common.envelope import Envelope, EnvelopeError
 from common.groupcommit import defer
 from common.messaging.models import OutboxMessage
 from common.signing import signed_headers
+from common.statements import Statement
 from common.topology import EVENTS_EXCHANGE
 
 
@@ -69,39 +71,38 @@ def _write(rows: list[tuple[Envelope, str]]) -> None:
     relay. Either way the row is what guarantees the event (the relay's sweep).
     """
     on_commit = settings.SAGA_PUBLISH_ON_COMMIT
-    table = OutboxMessage._meta.db_table
-    insert = (
-        f"INSERT INTO {table}"
-        " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
-        " VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, 0, '')"] * len(rows)) + " RETURNING id"
-    )
-    params = [
-        value
-        for envelope, body in rows
-        for value in (
-            envelope.event_id,
-            envelope.event_type,
-            envelope.routing_key,
-            envelope.saga_id,
-            body,
-            envelope.occurred_at,
-        )
+    columns = [
+        [envelope.event_id for envelope, _ in rows],
+        [envelope.event_type for envelope, _ in rows],
+        [envelope.routing_key for envelope, _ in rows],
+        [envelope.saga_id for envelope, _ in rows],
+        [body for _, body in rows],
+        [envelope.occurred_at for envelope, _ in rows],
     ]
     with connection.cursor() as cursor:
         if on_commit:
-            cursor.execute(insert, params)
-            ids = [row_id for (row_id,) in cursor.fetchall()]  # in the order of VALUES
+            _INSERT.execute(cursor, columns)
+            ids = {uuid.UUID(str(event_id)): row_id for event_id, row_id in cursor.fetchall()}
         else:
-            cursor.execute(
-                f"WITH written AS ({insert}) SELECT pg_notify(%s, '') FROM written LIMIT 1",
-                [*params, notify_channel(settings.SERVICE_NAME)],
-            )
+            _INSERT_AND_NOTIFY.execute(cursor, [*columns, notify_channel(settings.SERVICE_NAME)])
     if on_commit:
         from common.direct import publish_after_commit
 
-        publish_after_commit(
-            [(row_id, envelope, body) for row_id, (envelope, body) in zip(ids, rows, strict=True)]
-        )
+        publish_after_commit([(ids[uuid.UUID(envelope.event_id)], envelope, body) for envelope, body in rows])
+
+
+_INSERT_SQL = (
+    f"INSERT INTO {OutboxMessage._meta.db_table}"
+    " (event_id, event_type, routing_key, saga_id, body, created_at, publish_attempts, last_error)"
+    " SELECT *, 0, '' FROM unnest(%s, %s, %s, %s, %s, %s) RETURNING event_id, id"
+)
+_TYPES = ("uuid[]", "text[]", "text[]", "uuid[]", "text[]", "timestamptz[]")
+_INSERT = Statement("outbox_insert", _INSERT_SQL, _TYPES)
+_INSERT_AND_NOTIFY = Statement(
+    "outbox_insert_notify",
+    f"WITH written AS ({_INSERT_SQL}) SELECT pg_notify(%s, '') FROM written LIMIT 1",
+    (*_TYPES, "text"),
+)
 
 
 def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:

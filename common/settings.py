@@ -215,7 +215,9 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
                     # consumer retries through the tiers) instead of a hang.
                     "options": (
                         f"-c lock_timeout={env_int('SAGA_DB_LOCK_TIMEOUT_MS', 2000)} "
-                        f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)}"
+                        f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)} "
+                        # Our prepared statements (common/statements.py) are planned once.
+                        "-c plan_cache_mode=force_generic_plan"
                     ),
                     "connect_timeout": 5,
                 },
@@ -289,6 +291,9 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # Group commit: at most this many deliveries share one transaction and one ack
         # (common/consumer.py); 1 handles each on its own.
         SAGA_BATCH_MAX=env_int("SAGA_BATCH_MAX", 16),
+        # The hot paths' SQL is prepared once per connection (common/statements.py); off for
+        # a pooler that does not keep sessions (PgBouncer in transaction mode).
+        SAGA_DB_PREPARE=env_bool("SAGA_DB_PREPARE", True),
         # Housekeeping (common/purge.py, run by each relay): an inbox row is kept
         # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
         SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),

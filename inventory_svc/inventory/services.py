@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
 from common import metrics
 from common.errors import AlreadyExists
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
-from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
+from common.sagas import saga_facts, saga_mark_cancelled
+from inventory_svc.inventory import statements
+from inventory_svc.inventory.models import Product, ReservationStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,8 +73,6 @@ class Stock:
     version: int
 
 
-PRODUCTS = Product._meta.db_table
-RESERVATIONS = Reservation._meta.db_table
 # The largest amount a saga's money fields hold (12 digits and cents: the contracts'
 # money pattern, the order's and the payment's columns).
 MAX_TOTAL = Decimal("999999999999.99")
@@ -87,11 +85,7 @@ def _apply(product: Stock | Product, *, available: int = 0, reserved: int = 0) -
     cost several times the statement itself (profiled under ``make bench``).
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {PRODUCTS} SET available = available + %s, reserved = reserved + %s,"
-            " version = version + 1, updated_at = now() WHERE sku = %s AND version = %s",
-            [available, reserved, product.sku, product.version],
-        )
+        statements.product_apply.execute(cursor, [available, reserved, product.sku, product.version])
         if cursor.rowcount != 1:
             raise VersionConflict(product.sku)
 
@@ -106,12 +100,7 @@ def products_lock(*, skus: list[str], reserved_by: list[str]) -> None:
     ``FOR NO KEY UPDATE`` is what the handlers' UPDATEs take anyway.
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT sku FROM {PRODUCTS} WHERE sku = ANY(%s::text[])"
-            f" OR sku IN (SELECT product_id FROM {RESERVATIONS} WHERE order_id = ANY(%s::uuid[]))"
-            " ORDER BY sku FOR NO KEY UPDATE",
-            [skus, reserved_by],
-        )
+        statements.products_lock.execute(cursor, [skus, reserved_by])
 
 
 def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Product:
@@ -126,11 +115,7 @@ def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Pr
 
 def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, Any]]) -> None:
     """Reserve every line or none: InventoryReserved (priced) or InventoryRejected."""
-    reserved, cancelled = saga_facts(
-        f"EXISTS (SELECT 1 FROM {RESERVATIONS} WHERE order_id = %s)",
-        CANCELLED_SQL,
-        params=[order_id, order_id],
-    )
+    reserved, cancelled = saga_facts(statements.reserve_facts, [order_id, order_id])
     if reserved:
         log.info("order %s already has reservations; nothing to do", order_id)
         return
@@ -145,10 +130,7 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
 
     def attempt() -> tuple[str, dict[str, Any]]:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT sku, available, price, version FROM {PRODUCTS} WHERE sku = ANY(%s) ORDER BY sku",
-                [list(wanted)],
-            )
+            statements.products_read.execute(cursor, [list(wanted)])
             products = {row[0]: Stock(*row) for row in cursor.fetchall()}
         unknown = sorted(set(wanted) - set(products))
         if unknown:
@@ -190,17 +172,17 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
 
 def _reservations_insert(order_id: str, lines: list[tuple[str, int, Decimal]]) -> None:
     """The order's reservation lines, one INSERT."""
-    now = timezone.now()
-    rows = [
-        (new_id(), order_id, sku, quantity, price, ReservationStatus.RESERVED.value, now, now)
-        for sku, quantity, price in lines
-    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {RESERVATIONS}"
-            " (id, order_id, product_id, quantity, unit_price, status, created_at, updated_at) VALUES "
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows)),
-            [value for row in rows for value in row],
+        statements.reservations_insert.execute(
+            cursor,
+            [
+                order_id,
+                ReservationStatus.RESERVED.value,
+                [new_id() for _ in lines],
+                [sku for sku, _, _ in lines],
+                [quantity for _, quantity, _ in lines],
+                [price for _, _, price in lines],
+            ],
         )
 
 
@@ -209,21 +191,15 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
 
     def attempt() -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT r.id, r.quantity, p.sku, p.available, p.price, p.version"
-                f" FROM {RESERVATIONS} r JOIN {PRODUCTS} p ON p.sku = r.product_id"
-                " WHERE r.order_id = %s AND r.status = %s ORDER BY p.sku",
-                [order_id, ReservationStatus.RESERVED.value],
-            )
+            statements.reservations_read.execute(cursor, [order_id, ReservationStatus.RESERVED.value])
             reservations = [(row[0], row[1], Stock(*row[2:])) for row in cursor.fetchall()]
         for _, quantity, product in reservations:
             back = quantity if to == ReservationStatus.RELEASED else 0
             _apply(product, available=back, reserved=-quantity)
         if reservations:  # one UPDATE for all of them
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {RESERVATIONS} SET status = %s, updated_at = now() WHERE id = ANY(%s)",
-                    [str(to), [reservation_id for reservation_id, _, _ in reservations]],
+                statements.reservations_settle.execute(
+                    cursor, [str(to), [reservation_id for reservation_id, _, _ in reservations]]
                 )
         return [{"sku": product.sku, "quantity": quantity} for _, quantity, product in reservations]
 
@@ -233,10 +209,7 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
 def inventory_release(*, order_id: str) -> None:
     """Compensation: give reserved stock back, once; confirms with InventoryReleased."""
     lines = _settle(order_id=order_id, to=ReservationStatus.RELEASED)
-    if (
-        lines
-        or not saga_facts(f"EXISTS (SELECT 1 FROM {RESERVATIONS} WHERE order_id = %s)", params=[order_id])[0]
-    ):
+    if lines or not saga_facts(statements.has_reservations, [order_id])[0]:
         emit(event_type="InventoryReleased", saga_id=order_id, payload={"lines": lines})
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import connection, models
+from django.db import models
 from django.utils import timezone
 
 from common.ids import new_id
@@ -81,17 +81,9 @@ class Order(models.Model):
         self.status = status
         self.finished_at = at or timezone.now()
 
-    def price(self, *, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
+    def price(self, *, total: Decimal) -> None:
         """Record what inventory priced; allowed in any state (it is a fact)."""
         self.total = total
-        if unit_prices:  # one plain UPDATE for all lines (this runs for every saga)
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {OrderLine._meta.db_table} AS line SET unit_price = priced.price"
-                    " FROM unnest(%s::varchar[], %s::numeric[]) AS priced(sku, price)"
-                    " WHERE line.order_id = %s AND line.sku = priced.sku",
-                    [list(unit_prices), list(unit_prices.values()), self.id],
-                )
 
     def mark_rejected(self, *, reason: str) -> None:
         self._require(OrderStatus.PENDING, to=OrderStatus.REJECTED)

@@ -19,6 +19,7 @@ from common.groupcommit import defer
 from common.observability import annotate, continuing
 from common.outbox import emit
 from common.rows import insert_rows
+from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
 
@@ -66,7 +67,7 @@ def _timeline_write(rows: list[_TimelineRow]) -> None:
     and dropped, as such an order never will exist (orders are created here first).
     """
     with connection.cursor() as cursor:
-        cursor.execute(_TIMELINE_WRITE, _timeline_params(rows))
+        statements.timeline_write.execute(cursor, _timeline_params(rows))
         missing = {str(event_id) for (event_id,) in cursor.fetchall()}
     for row in rows:
         if row.envelope.event_id not in missing:
@@ -82,20 +83,6 @@ def _timeline_write(rows: list[_TimelineRow]) -> None:
             row.envelope.producer,
             extra={"saga_id": row.order_id},
         )
-
-
-_TIMELINE_WRITE = (
-    "WITH input AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[],"
-    " %s::timestamptz[], %s::uuid[], %s::jsonb[])"
-    " AS t(order_id, event_id, event_type, service, occurred_at, causation_id, payload)),"
-    f" written AS (INSERT INTO {SagaEvent._meta.db_table}"
-    " (order_id, event_id, event_type, service, occurred_at, recorded_at, causation_id, payload)"
-    " SELECT i.order_id, i.event_id, i.event_type, i.service, i.occurred_at, now(), i.causation_id, i.payload"
-    f" FROM input i JOIN {Order._meta.db_table} o ON o.id = i.order_id"
-    " ON CONFLICT (event_id) DO NOTHING)"
-    f" SELECT i.event_id FROM input i WHERE NOT EXISTS (SELECT 1 FROM {Order._meta.db_table} o"
-    " WHERE o.id = i.order_id)"
-)
 
 
 def _timeline_params(rows: list[_TimelineRow]) -> list[list[Any]]:
@@ -128,25 +115,10 @@ def _remember(order: Order, relation: str, objects: list[Any]) -> None:
     order._prefetched_objects_cache[relation] = queryset
 
 
-# What a saga step may change on an order (saved without rewriting the rest of the row).
-SAGA_FIELDS = [
-    "status",
-    "failure_reason",
-    "total",
-    "compensations_expected",
-    "compensations_confirmed",
-    "finished_at",
-    "updated_at",
-]
-
-
 def _locked(order_id: str) -> Order:
     # A raw query: this runs for almost every event the order sees, and the ORM's
     # compilation of the equivalent queryset costs more CPU than the query itself.
-    order = next(
-        iter(Order.objects.raw(f"SELECT * FROM {Order._meta.db_table} WHERE id = %s FOR UPDATE", [order_id])),
-        None,
-    )
+    order = next(iter(Order.objects.raw(statements.order_lock.execute_sql(), [order_id])), None)
     if order is None:
         raise OrderNotFound(f"order {order_id} does not exist")
     order.status_when_loaded = order.status
@@ -156,16 +128,11 @@ def _locked(order_id: str) -> Order:
 def _save(order: Order) -> None:
     """``order.save(update_fields=SAGA_FIELDS)`` as one plain UPDATE (every saga step runs it)."""
     order.updated_at = timezone.now()
-    values = [getattr(order, name) for name in SAGA_FIELDS]
+    values = [getattr(order, name) for name in statements.SAGA_FIELDS]
     for json_field in ("compensations_expected", "compensations_confirmed"):
-        values[SAGA_FIELDS.index(json_field)] = json.dumps(getattr(order, json_field))
+        values[statements.SAGA_FIELDS.index(json_field)] = json.dumps(getattr(order, json_field))
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Order._meta.db_table} SET "
-            + ", ".join(f"{name} = %s" for name in SAGA_FIELDS)
-            + " WHERE id = %s",
-            [*values, order.id],
-        )
+        statements.order_save.execute(cursor, [*values, order.id])
     saga_finished_if_terminal(order, was=order.status_when_loaded)
 
 
@@ -261,7 +228,12 @@ def timeline_record(*, order_id: str, envelope: Envelope) -> None:
 def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
     with transaction.atomic(savepoint=False):
         order = _locked(order_id)
-        order.price(total=total, unit_prices=unit_prices)
+        order.price(total=total)
+        if unit_prices:  # one UPDATE for all lines
+            with connection.cursor() as cursor:
+                statements.lines_price.execute(
+                    cursor, [list(unit_prices), list(unit_prices.values()), order.id]
+                )
         _save(order)
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
 from common.errors import AlreadyExists
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
-from payment_svc.payments.models import Account, Payment, PaymentKind
+from common.sagas import saga_facts, saga_mark_cancelled
+from payment_svc.payments import statements
+from payment_svc.payments.models import Account, PaymentKind
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,7 @@ def accounts_lock(*, customer_ids: list[str], charged_for: list[str]) -> None:
     batches could each hold an account the other one needs next.
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT customer_id FROM {Account._meta.db_table} WHERE customer_id = ANY(%s::text[])"
-            f" OR customer_id IN (SELECT customer_id FROM {Payment._meta.db_table}"
-            " WHERE order_id = ANY(%s::uuid[]) AND kind = %s)"
-            " ORDER BY customer_id FOR NO KEY UPDATE",
-            [customer_ids, charged_for, PaymentKind.CHARGE.value],
-        )
+        statements.accounts_lock.execute(cursor, [customer_ids, charged_for, PaymentKind.CHARGE.value])
 
 
 def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str) -> None:
@@ -64,10 +58,7 @@ def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str
 def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     """Charge the order's total once: PaymentCompleted or PaymentDeclined."""
     charged_before, cancelled, known = saga_facts(
-        f"EXISTS (SELECT 1 FROM {Payment._meta.db_table} WHERE order_id = %s AND kind = %s)",
-        CANCELLED_SQL,
-        f"EXISTS (SELECT 1 FROM {Account._meta.db_table} WHERE customer_id = %s)",
-        params=[order_id, PaymentKind.CHARGE.value, order_id, customer_id],
+        statements.charge_facts, [order_id, PaymentKind.CHARGE.value, order_id, customer_id]
     )
     if charged_before:
         return
@@ -78,15 +69,10 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
     if not known:
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
-    # Debit only if the balance covers it, and record the charge, in one statement.
-    now, payment_id = timezone.now(), new_id()
+    payment_id = new_id()
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH debited AS (UPDATE {Account._meta.db_table} SET balance = balance - %s, updated_at = %s"
-            " WHERE customer_id = %s AND balance >= %s RETURNING customer_id)"
-            f" INSERT INTO {Payment._meta.db_table} (id, order_id, customer_id, kind, amount, created_at)"
-            " SELECT %s, %s, customer_id, %s, %s, %s FROM debited",
-            [amount, now, customer_id, amount, payment_id, order_id, PaymentKind.CHARGE.value, amount, now],
+        statements.account_charge.execute(
+            cursor, [amount, customer_id, amount, payment_id, order_id, PaymentKind.CHARGE.value, amount]
         )
         charged = cursor.rowcount == 1
     if not charged:
@@ -117,12 +103,9 @@ def _refund(order_id: str) -> tuple[Charge | None, bool]:
     Plain SQL, three statements at most (every cancelled or failed saga runs it); the
     unique (order_id, kind) constraint still makes a second refund impossible.
     """
-    table = Payment._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT customer_id, amount, EXISTS (SELECT 1 FROM {table} WHERE order_id = %s AND kind = %s)"
-            f" FROM {table} WHERE order_id = %s AND kind = %s",
-            [order_id, PaymentKind.REFUND.value, order_id, PaymentKind.CHARGE.value],
+        statements.charge_read.execute(
+            cursor, [order_id, PaymentKind.REFUND.value, order_id, PaymentKind.CHARGE.value]
         )
         row = cursor.fetchone()
         if row is None:
@@ -130,16 +113,9 @@ def _refund(order_id: str) -> tuple[Charge | None, bool]:
         charge = Charge(customer_id=row[0], amount=row[1])
         if row[2]:
             return charge, False  # refunded before
-        now = timezone.now()
-        cursor.execute(
-            f"UPDATE {Account._meta.db_table} SET balance = balance + %s, updated_at = %s"
-            " WHERE customer_id = %s",
-            [charge.amount, now, charge.customer_id],
-        )
-        cursor.execute(
-            f"INSERT INTO {table} (id, order_id, customer_id, kind, amount, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [new_id(), order_id, charge.customer_id, PaymentKind.REFUND.value, charge.amount, now],
+        statements.account_credit.execute(cursor, [charge.amount, charge.customer_id])
+        statements.payment_insert.execute(
+            cursor, [new_id(), order_id, charge.customer_id, PaymentKind.REFUND.value, charge.amount]
         )
     return charge, True
 

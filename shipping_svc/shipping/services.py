@@ -8,12 +8,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import CANCELLED_SQL, saga_facts, saga_mark_cancelled
-from shipping_svc.shipping.models import Destination, Shipment, ShipmentStatus
+from common.sagas import saga_facts, saga_mark_cancelled
+from shipping_svc.shipping import statements
+from shipping_svc.shipping.models import ShipmentStatus
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +30,12 @@ def country_served(country: str) -> bool:
 def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
     # Once per order (a duplicate changes nothing): one INSERT … ON CONFLICT DO NOTHING.
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Destination._meta.db_table} (order_id, country, address, created_at)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [order_id, address["country"], json.dumps(address), timezone.now()],
-        )
+        statements.destination_insert.execute(cursor, [order_id, address["country"], json.dumps(address)])
 
 
 def shipment_schedule(*, order_id: str) -> None:
     """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment)."""
-    scheduled, cancelled, country = saga_facts(
-        f"EXISTS (SELECT 1 FROM {Shipment._meta.db_table} WHERE order_id = %s)",
-        CANCELLED_SQL,
-        f"(SELECT country FROM {Destination._meta.db_table} WHERE order_id = %s)",
-        params=[order_id, order_id, order_id],
-    )
+    scheduled, cancelled, country = saga_facts(statements.schedule_facts, [order_id, order_id, order_id])
     if scheduled:
         return
     if cancelled:
@@ -65,12 +56,10 @@ def shipment_schedule(*, order_id: str) -> None:
             },
         )
         return
-    shipment_id, now = new_id(), timezone.now()
+    shipment_id = new_id()
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Shipment._meta.db_table} (id, order_id, status, country, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [shipment_id, order_id, ShipmentStatus.SCHEDULED.value, country, now, now],
+        statements.shipment_insert.execute(
+            cursor, [shipment_id, order_id, ShipmentStatus.SCHEDULED.value, country]
         )
     emit(
         event_type="ShipmentScheduled",
@@ -83,13 +72,10 @@ def shipment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late shipment, cancel a scheduled one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
     with connection.cursor() as cursor:  # plain SQL: this runs for every cancelled saga
-        cursor.execute(f"SELECT id, status FROM {Shipment._meta.db_table} WHERE order_id = %s", [order_id])
+        statements.shipment_read.execute(cursor, [order_id])
         shipment = cursor.fetchone()  # order_id is unique: one shipment at most
         if shipment is not None and shipment[1] == ShipmentStatus.SCHEDULED:
-            cursor.execute(
-                f"UPDATE {Shipment._meta.db_table} SET status = %s, updated_at = %s WHERE id = %s",
-                [ShipmentStatus.CANCELLED.value, timezone.now(), shipment[0]],
-            )
+            statements.shipment_set_status.execute(cursor, [ShipmentStatus.CANCELLED.value, shipment[0]])
     emit(
         event_type="ShipmentCancelled",
         saga_id=order_id,

@@ -1,0 +1,97 @@
+"""Named SQL statements, prepared once per database connection (``PREPARE`` / ``EXECUTE``).
+
+The saga's hot paths run short statements thousands of times a minute, and PostgreSQL
+planned every one of them afresh: under ``make bench`` pg_stat_statements counted as
+much time planning them as executing them. A :class:`Statement` is prepared on a
+connection the first time it runs there and executed by name from then on, with a
+generic plan (``plan_cache_mode=force_generic_plan`` in the connection options), so it
+is parsed and planned once per connection instead of once per call.
+
+Each parameter has a declared type and every argument is cast to it in the ``EXECUTE``
+(psycopg2 sends a list as ``ARRAY['…']``, a ``text[]`` that PostgreSQL will not coerce
+to ``uuid[]`` on its own). A statement that varies in shape (several rows) takes arrays
+and ``unnest``s them, so one prepared statement serves any number of rows.
+
+Prepared statements live as long as the session, whatever the transaction does. They
+need session-level connections: behind PgBouncer in transaction mode turn them off
+(``SAGA_DB_PREPARE=0``: the same SQL is then sent as it is). Should a prepared statement
+go missing or stale (``DISCARD ALL``; a migration that changes what it returns), the
+error propagates — the consumer retries the delivery — and the statement is prepared
+again under a new name the next time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+_PLACEHOLDER = re.compile(r"(?<!%)%s")
+# psycopg2's pgcode of the errors that mean "prepare it again": no such prepared statement
+# (26000), cached plan must not change result type (0A000).
+_STALE = {"26000", "0A000"}
+_generation = itertools.count(1)
+
+
+@dataclass
+class Statement:
+    """One SQL statement with ``%s`` placeholders and the PostgreSQL type of each."""
+
+    name: str
+    sql: str
+    types: tuple[str, ...]
+    _suffix: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        count = len(_PLACEHOLDER.findall(self.sql))
+        if count != len(self.types):
+            raise ValueError(f"statement {self.name}: {count} placeholders but {len(self.types)} types")
+
+    @property
+    def prepared_name(self) -> str:
+        return f"saga_{self.name}_{self._suffix}" if self._suffix else f"saga_{self.name}"
+
+    def prepare_sql(self) -> str:
+        numbers = itertools.count(1)
+        body = _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", self.sql)
+        types = f" ({', '.join(self.types)})" if self.types else ""
+        return f"PREPARE {self.prepared_name}{types} AS {body}"
+
+    def execute_sql(self) -> str:
+        """The SQL to send (``EXECUTE name(%s::type, …)`` once prepared, else the statement)."""
+        if not settings.SAGA_DB_PREPARE:
+            return self.sql
+        prepared = _prepared_on_this_connection()
+        if self.prepared_name not in prepared:
+            with connection.cursor() as cursor:
+                cursor.execute(self.prepare_sql())
+            prepared.add(self.prepared_name)
+        args = ", ".join(f"%s::{t}" for t in self.types)
+        return f"EXECUTE {self.prepared_name}({args})" if self.types else f"EXECUTE {self.prepared_name}"
+
+    def execute(self, cursor: Any, params: Sequence[Any] = ()) -> Any:
+        """Run the statement on ``cursor`` (a cursor of ``django.db.connection``)."""
+        sql = self.execute_sql()
+        try:
+            cursor.execute(sql, list(params))
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "pgcode", None) in _STALE:
+                self._suffix = next(_generation)  # prepared afresh, under a new name, next time
+            raise
+        return cursor
+
+
+def _prepared_on_this_connection() -> set[str]:
+    """The statements prepared on the current database connection (a new one has none)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    known = getattr(connection, "_saga_prepared", None)
+    if known is None or known[0] is not raw:
+        known = (raw, set())
+        connection._saga_prepared = known
+    return known[1]

@@ -1,0 +1,54 @@
+"""The Order service's hot SQL, as named statements prepared once per connection
+(common/statements.py). Each runs for every saga (or every event of one)."""
+
+from __future__ import annotations
+
+from common.statements import Statement
+from order_svc.orders.models import Order, OrderLine, SagaEvent
+
+ORDERS = Order._meta.db_table
+LINES = OrderLine._meta.db_table
+TIMELINE = SagaEvent._meta.db_table
+
+# What a saga step may change on an order (saved without rewriting the rest of the row).
+SAGA_FIELDS = (
+    "status",
+    "failure_reason",
+    "total",
+    "compensations_expected",
+    "compensations_confirmed",
+    "finished_at",
+    "updated_at",
+)
+
+# Every column by name, not "*": a prepared "SELECT *" fails once a migration adds one.
+COLUMNS = ", ".join(field.column for field in Order._meta.concrete_fields)
+order_lock = Statement("order_lock", f"SELECT {COLUMNS} FROM {ORDERS} WHERE id = %s FOR UPDATE", ("uuid",))
+
+order_save = Statement(
+    "order_save",
+    f"UPDATE {ORDERS} SET " + ", ".join(f"{name} = %s" for name in SAGA_FIELDS) + " WHERE id = %s",
+    ("varchar", "text", "numeric", "jsonb", "jsonb", "timestamptz", "timestamptz", "uuid"),
+)
+
+lines_price = Statement(
+    "lines_price",
+    f"UPDATE {LINES} AS line SET unit_price = priced.price"
+    " FROM unnest(%s, %s) AS priced(sku, price)"
+    " WHERE line.order_id = %s AND line.sku = priced.sku",
+    ("varchar[]", "numeric[]", "uuid"),
+)
+
+# Timeline rows in one statement; it returns the event ids whose order does not exist.
+timeline_write = Statement(
+    "timeline_write",
+    "WITH input AS (SELECT * FROM unnest(%s, %s, %s, %s, %s, %s, %s)"
+    " AS t(order_id, event_id, event_type, service, occurred_at, causation_id, payload)),"
+    f" written AS (INSERT INTO {TIMELINE}"
+    " (order_id, event_id, event_type, service, occurred_at, recorded_at, causation_id, payload)"
+    " SELECT i.order_id, i.event_id, i.event_type, i.service, i.occurred_at, now(), i.causation_id, i.payload"
+    f" FROM input i JOIN {ORDERS} o ON o.id = i.order_id"
+    " ON CONFLICT (event_id) DO NOTHING)"
+    f" SELECT i.event_id FROM input i WHERE NOT EXISTS (SELECT 1 FROM {ORDERS} o WHERE o.id = i.order_id)",
+    ("uuid[]", "uuid[]", "text[]", "text[]", "timestamptz[]", "uuid[]", "jsonb[]"),
+)
