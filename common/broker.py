@@ -48,6 +48,7 @@ def topology() -> ServiceTopology:
         registry().routing_keys,
         settings.SAGA_RETRY_DELAYS_MS,
         settings.SAGA_QUEUE_TYPE,
+        retired_keys=tuple(registry().retired_routing_keys),
     )
 
 

@@ -27,6 +27,7 @@ class Registration:
     handler: Handler
     emits: tuple[str, ...] = ()
     compensates: str | None = None
+    bound: bool = True
 
 
 @dataclass
@@ -50,7 +51,7 @@ class EventRegistry:
             "consumes": [
                 {"event_type": r.event_type, "emits": list(r.emits), "compensates": r.compensates}
                 for r in sorted(self.registrations.values(), key=lambda r: r.event_type)
-                if r.event_type not in NOTICE_EVENTS
+                if r.event_type not in NOTICE_EVENTS and r.bound
             ],
             "notices": sorted(t for t in self.registrations if t in NOTICE_EVENTS),
         }
@@ -61,14 +62,20 @@ class EventRegistry:
         *,
         emits: tuple[str, ...] = (),
         compensates: str | None = None,
+        bind: bool = True,
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated function as this service's handler for ``event_type``."""
+        """Register the decorated function as this service's handler for ``event_type``.
+
+        ``bind=False`` retires a subscription: the handler still takes what is already in
+        the queue (and replays from the parking lot), but the queue is unbound from the
+        event type (common/topology.py), so no more arrive, and the graph leaves it out.
+        """
         routing_key_for(event_type)  # fails loudly on a badly named event
 
         def decorator(func: Handler) -> Handler:
             if event_type in self.registrations:
                 raise ValueError(f"{self.service}: two handlers for {event_type}")
-            self.registrations[event_type] = Registration(event_type, func, emits, compensates)
+            self.registrations[event_type] = Registration(event_type, func, emits, compensates, bind)
             return func
 
         return decorator
@@ -91,4 +98,10 @@ class EventRegistry:
 
     @property
     def routing_keys(self) -> list[str]:
-        return [routing_key_for(t) for t in self.event_types]
+        """What the service's queue is bound to."""
+        return [routing_key_for(t) for t in self.event_types if self.registrations[t].bound]
+
+    @property
+    def retired_routing_keys(self) -> list[str]:
+        """What the service's queue was once bound to and is unbound from (``bind=False``)."""
+        return [routing_key_for(t) for t in self.event_types if not self.registrations[t].bound]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 _PLACEHOLDER = re.compile(r"(?<!%)%s")
 # psycopg2's pgcode of the errors that mean "prepare it again": no such prepared statement
@@ -46,6 +46,7 @@ class Statement:
     sql: str
     types: tuple[str, ...]
     _suffix: int = field(default=0, repr=False)
+    _execute: tuple[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         count = len(_PLACEHOLDER.findall(self.sql))
@@ -62,17 +63,30 @@ class Statement:
         types = f" ({', '.join(self.types)})" if self.types else ""
         return f"PREPARE {self.prepared_name}{types} AS {body}"
 
+    def plain_sql(self) -> str:
+        """The statement itself, each placeholder cast to its type (``%s::uuid[]``)."""
+        types = iter(self.types)
+        return _PLACEHOLDER.sub(lambda _: f"%s::{next(types)}", self.sql)
+
     def execute_sql(self) -> str:
-        """The SQL to send (``EXECUTE name(%s::type, …)`` once prepared, else the statement)."""
+        """The SQL to send: ``EXECUTE name(%s::type, …)`` once prepared (else ``plain_sql``)."""
         if not settings.SAGA_DB_PREPARE:
-            return self.sql
-        prepared = _prepared_on_this_connection()
-        if self.prepared_name not in prepared:
-            with connection.cursor() as cursor:
+            return self.plain_sql()
+        wrapper = connections[DEFAULT_DB_ALIAS]  # this thread's connection
+        if wrapper.connection is None:
+            wrapper.connect()
+        known = getattr(wrapper, "_saga_prepared", None)
+        if known is None or known[0] is not wrapper.connection:
+            known = wrapper._saga_prepared = (wrapper.connection, set())
+        name = self.prepared_name
+        if name not in known[1]:
+            with wrapper.cursor() as cursor:
                 cursor.execute(self.prepare_sql())
-            prepared.add(self.prepared_name)
-        args = ", ".join(f"%s::{t}" for t in self.types)
-        return f"EXECUTE {self.prepared_name}({args})" if self.types else f"EXECUTE {self.prepared_name}"
+            known[1].add(name)
+        if self._execute is None or self._execute[0] != name:
+            args = ", ".join(f"%s::{t}" for t in self.types)
+            self._execute = (name, f"EXECUTE {name}({args})" if self.types else f"EXECUTE {name}")
+        return self._execute[1]
 
     def execute(self, cursor: Any, params: Sequence[Any] = ()) -> Any:
         """Run the statement on ``cursor`` (a cursor of ``django.db.connection``)."""
@@ -84,14 +98,3 @@ class Statement:
                 self._suffix = next(_generation)  # prepared afresh, under a new name, next time
             raise
         return cursor
-
-
-def _prepared_on_this_connection() -> set[str]:
-    """The statements prepared on the current database connection (a new one has none)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    known = getattr(connection, "_saga_prepared", None)
-    if known is None or known[0] is not raw:
-        known = (raw, set())
-        connection._saga_prepared = known
-    return known[1]

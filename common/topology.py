@@ -82,6 +82,7 @@ class ServiceTopology:
     retry_queues: tuple[Queue, ...]
     parked_exchange: Exchange
     parked_queue: Queue
+    retired_keys: tuple[str, ...] = ()  # routing keys the events queue is unbound from
 
     @property
     def tiers(self) -> list[str]:
@@ -97,6 +98,7 @@ def service_topology(
     retry_delays_ms: list[int],
     queue_type: str = "classic",
     delivery_limit: int | None = None,
+    retired_keys: tuple[str, ...] = (),
 ) -> ServiceTopology:
     """The service's queues; ``delivery_limit`` (quorum only) defaults to the setting."""
     if not routing_keys:
@@ -145,7 +147,15 @@ def service_topology(
         durable=True,
         queue_arguments={"x-queue-type": queue_type},
     )
-    return ServiceTopology(service, events_queue, retry_exchange, retry_queues, parked_exchange, parked_queue)
+    return ServiceTopology(
+        service,
+        events_queue,
+        retry_exchange,
+        retry_queues,
+        parked_exchange,
+        parked_queue,
+        tuple(retired_keys),
+    )
 
 
 def declare_shared(channel: Any) -> None:
@@ -160,3 +170,6 @@ def declare_service(channel: Any, topology: ServiceTopology) -> None:
     topology.parked_exchange.declare(channel=channel)
     for queue in topology.all_queues():
         queue(channel).declare()
+    events = topology.events_queue(channel)
+    for key in topology.retired_keys:  # a subscription the service gave up (unbinding twice is harmless)
+        events.unbind_from(EVENTS_EXCHANGE, routing_key=key)

@@ -29,6 +29,7 @@ def handle_order_placed(event: Envelope) -> None:
         order_id=event.saga_id,
         customer_id=event.payload["customer_id"],
         items=event.payload["items"],
+        shipping_address=event.payload["shipping_address"],
     )
 
 

@@ -22,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 
 from common import metrics
 from common.errors import AlreadyExists
+from common.groupcommit import batching
 from common.ids import new_id
 from common.outbox import emit
 from common.sagas import saga_facts, saga_mark_cancelled
@@ -51,6 +52,16 @@ def _listing(items: list[str], limit: int = 10) -> str:
 
 
 def _with_occ(action: Callable[[], T], *, what: str) -> T:
+    """Run ``action`` in a savepoint, again after a version conflict (bounded, jittered).
+
+    In a group-commit batch the products are already locked (``products_lock``, taken
+    when the batch holds several sagas; one saga's handlers all touch the same products),
+    so nothing can move a version under us and the savepoint's two round trips buy
+    nothing: ``action`` runs as it is. Should a conflict happen there anyway, the batch
+    fails and each delivery is handled again on its own, here, with savepoints.
+    """
+    if batching():
+        return action()
     attempts = settings.SAGA_OCC_MAX_ATTEMPTS
     for attempt in range(attempts):
         try:
@@ -113,8 +124,15 @@ def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Pr
         raise ProductExists(f"Product {sku} already exists.") from exc
 
 
-def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, Any]]) -> None:
-    """Reserve every line or none: InventoryReserved (priced) or InventoryRejected."""
+def inventory_reserve(
+    *, order_id: str, customer_id: str, items: list[dict[str, Any]], shipping_address: dict[str, Any]
+) -> None:
+    """Reserve every line or none: InventoryReserved (priced) or InventoryRejected.
+
+    InventoryReserved carries the order's shipping address on to Payment, whose
+    PaymentCompleted carries it to Shipping (SPEC §2: the destination travels with the
+    saga's events; Shipping no longer needs a delivery of OrderPlaced).
+    """
     reserved, cancelled = saga_facts(statements.reserve_facts, [order_id, order_id])
     if reserved:
         log.info("order %s already has reservations; nothing to do", order_id)
@@ -164,7 +182,12 @@ def inventory_reserve(*, order_id: str, customer_id: str, items: list[dict[str, 
             _apply(products[sku], available=-wanted[sku], reserved=wanted[sku])
             lines.append({"sku": sku, "quantity": wanted[sku], "unit_price": f"{products[sku].price:.2f}"})
         _reservations_insert(order_id, [(sku, wanted[sku], products[sku].price) for sku in sorted(wanted)])
-        return "InventoryReserved", {"customer_id": customer_id, "total": f"{total:.2f}", "lines": lines}
+        return "InventoryReserved", {
+            "customer_id": customer_id,
+            "total": f"{total:.2f}",
+            "lines": lines,
+            "shipping_address": shipping_address,
+        }
 
     event_type, payload = _with_occ(attempt, what=f"reserve order {order_id}")
     emit(event_type=event_type, saga_id=order_id, payload=payload)

@@ -18,7 +18,6 @@ from common.envelope import Envelope
 from common.groupcommit import defer
 from common.observability import annotate, continuing
 from common.outbox import emit
-from common.rows import insert_rows
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderLine, OrderStatus, SagaEvent
@@ -115,12 +114,25 @@ def _remember(order: Order, relation: str, objects: list[Any]) -> None:
     order._prefetched_objects_cache[relation] = queryset
 
 
+_JSON_FIELDS = [
+    statements.LOCKED_FIELDS.index(name)
+    for name in ("compensations_expected", "compensations_confirmed", "trace_context")
+]
+
+
 def _locked(order_id: str) -> Order:
-    # A raw query: this runs for almost every event the order sees, and the ORM's
-    # compilation of the equivalent queryset costs more CPU than the query itself.
-    order = next(iter(Order.objects.raw(statements.order_lock.execute_sql(), [order_id])), None)
-    if order is None:
+    """Lock the order's row and load what a saga step needs of it (one prepared statement:
+    this runs for almost every event the order sees, and the ORM's queryset machinery
+    cost more CPU than the query)."""
+    with connection.cursor() as cursor:
+        row = statements.order_lock.execute(cursor, [order_id]).fetchone()
+    if row is None:
         raise OrderNotFound(f"order {order_id} does not exist")
+    values = list(row)
+    for index in _JSON_FIELDS:  # jsonb arrives as text (Django's psycopg2 setup)
+        if isinstance(values[index], str):
+            values[index] = json.loads(values[index])
+    order = Order.from_db(connection.alias, statements.LOCKED_FIELDS, values)
     order.status_when_loaded = order.status
     return order
 
@@ -160,14 +172,33 @@ def order_place(
                 deadline_at=now + timedelta(seconds=settings.SAGA_ORDER_DEADLINE_SECONDS),
                 created_at=now,
                 trace_context=current_trace(),  # the request's trace, or a new one
+                updated_at=now,
             )
-            insert_rows([order])
-            annotate(saga_id=order.id)
             lines = sorted(items, key=lambda item: item["sku"])
+            with connection.cursor() as cursor:
+                statements.order_insert.execute(
+                    cursor,
+                    [
+                        order.id,
+                        order.customer_id,
+                        order.status,
+                        json.dumps(shipping_address),
+                        order.idempotency_key,
+                        order.request_fingerprint,
+                        json.dumps(order.trace_context),
+                        order.deadline_at,
+                        now,
+                        now,
+                    ],
+                )
+                statements.lines_insert.execute(
+                    cursor, [order.id, [line["sku"] for line in lines], [line["quantity"] for line in lines]]
+                )
+            order._state.adding = False
+            annotate(saga_id=order.id)
             created_lines = [
                 OrderLine(order=order, sku=line["sku"], quantity=line["quantity"]) for line in lines
             ]
-            insert_rows(created_lines)
             with continuing(order.trace_context, "order place", saga_id=str(order.id)):
                 placed = _emit(
                     order,

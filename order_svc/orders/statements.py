@@ -21,9 +21,34 @@ SAGA_FIELDS = (
     "updated_at",
 )
 
-# Every column by name, not "*": a prepared "SELECT *" fails once a migration adds one.
-COLUMNS = ", ".join(field.column for field in Order._meta.concrete_fields)
-order_lock = Statement("order_lock", f"SELECT {COLUMNS} FROM {ORDERS} WHERE id = %s FOR UPDATE", ("uuid",))
+# What a saga step reads of the order it locks (by name, not "*": a prepared "SELECT *"
+# fails once a migration adds a column). The rest of the row stays unread (deferred).
+# (In the model's field order, as Model.from_db reads them.)
+LOCKED_FIELDS = tuple(
+    field.column
+    for field in Order._meta.concrete_fields
+    if field.name not in ("shipping_address", "idempotency_key", "request_fingerprint")
+)
+order_lock = Statement(
+    "order_lock", f"SELECT {', '.join(LOCKED_FIELDS)} FROM {ORDERS} WHERE id = %s FOR UPDATE", ("uuid",)
+)
+
+# A new order (POST /api/orders/): the row, then its lines.
+order_insert = Statement(
+    "order_insert",
+    f"INSERT INTO {ORDERS} (id, customer_id, status, failure_reason, total, shipping_address,"
+    " idempotency_key, request_fingerprint, compensations_expected, compensations_confirmed,"
+    " trace_context, deadline_at, created_at, updated_at, finished_at)"
+    " VALUES (%s, %s, %s, '', NULL, %s, %s, %s, '[]', '[]', %s, %s, %s, %s, NULL)",
+    ("uuid", "text", "text", "jsonb", "text", "text", "jsonb", "timestamptz", "timestamptz", "timestamptz"),
+)
+
+lines_insert = Statement(
+    "lines_insert",
+    f"INSERT INTO {LINES} (order_id, sku, quantity, unit_price)"
+    " SELECT %s, line.sku, line.quantity, NULL FROM unnest(%s, %s) AS line(sku, quantity)",
+    ("uuid", "text[]", "integer[]"),
+)
 
 order_save = Statement(
     "order_save",

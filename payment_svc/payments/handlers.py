@@ -26,6 +26,7 @@ def handle_inventory_reserved(event: Envelope) -> None:
         order_id=event.saga_id,
         customer_id=event.payload["customer_id"],
         amount=Decimal(event.payload["total"]),
+        shipping_address=event.payload.get("shipping_address"),  # v1 (before the upgrade): none
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
@@ -55,8 +56,11 @@ def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str
     )
 
 
-def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
-    """Charge the order's total once: PaymentCompleted or PaymentDeclined."""
+def payment_charge(
+    *, order_id: str, customer_id: str, amount: Decimal, shipping_address: dict[str, Any] | None
+) -> None:
+    """Charge the order's total once: PaymentCompleted (carrying the shipping address on to
+    Shipping) or PaymentDeclined."""
     charged_before, cancelled, known = saga_facts(
         statements.charge_facts, [order_id, PaymentKind.CHARGE.value, order_id, customer_id]
     )
@@ -84,11 +88,10 @@ def payment_charge(*, order_id: str, customer_id: str, amount: Decimal) -> None:
             f"insufficient funds: customer {customer_id} cannot pay {money}",
         )
         return
-    emit(
-        event_type="PaymentCompleted",
-        saga_id=order_id,
-        payload={"customer_id": customer_id, "amount": money, "payment_id": str(payment_id)},
-    )
+    payload = {"customer_id": customer_id, "amount": money, "payment_id": str(payment_id)}
+    if shipping_address is not None:  # absent only in an InventoryReserved from before the upgrade
+        payload["shipping_address"] = shipping_address
+    emit(event_type="PaymentCompleted", saga_id=order_id, payload=payload)
 
 
 @dataclass(frozen=True)

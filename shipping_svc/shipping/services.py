@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class DestinationUnknown(Exception):
-    """PaymentCompleted arrived before OrderPlaced was handled here; retried later."""
+    """A PaymentCompleted without the address (from before the upgrade) arrived before the
+    saga's OrderPlaced was handled here; retried later."""
 
 
 def country_served(country: str) -> bool:
@@ -33,9 +34,19 @@ def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
         statements.destination_insert.execute(cursor, [order_id, address["country"], json.dumps(address)])
 
 
-def shipment_schedule(*, order_id: str) -> None:
-    """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment)."""
-    scheduled, cancelled, country = saga_facts(statements.schedule_facts, [order_id, order_id, order_id])
+def shipment_schedule(*, order_id: str, shipping_address: dict[str, Any] | None = None) -> None:
+    """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment).
+
+    The destination comes with PaymentCompleted; one from before the upgrade has none, and
+    then the destination recorded from the saga's OrderPlaced is used.
+    """
+    if shipping_address is not None:
+        scheduled, cancelled = saga_facts(statements.schedule_facts, [order_id, order_id])
+        country = shipping_address["country"]
+    else:
+        scheduled, cancelled, country = saga_facts(
+            statements.schedule_facts_recorded, [order_id, order_id, order_id]
+        )
     if scheduled:
         return
     if cancelled:

@@ -18,9 +18,15 @@ destination_insert = Statement(
     ("uuid", "text", "jsonb"),
 )
 
-# Before scheduling: scheduled before? cancelled? where to?
+# Before scheduling: scheduled before? cancelled? (and, for a PaymentCompleted from before
+# the upgrade, which carries no address: where to, as recorded from OrderPlaced?)
 schedule_facts = Statement(
     "schedule_facts",
+    f"SELECT EXISTS (SELECT 1 FROM {SHIPMENTS} WHERE order_id = %s), {CANCELLED_SQL}",
+    ("uuid", "uuid"),
+)
+schedule_facts_recorded = Statement(
+    "schedule_facts_recorded",
     f"SELECT EXISTS (SELECT 1 FROM {SHIPMENTS} WHERE order_id = %s), {CANCELLED_SQL},"
     f" (SELECT country FROM {DESTINATIONS} WHERE order_id = %s)",
     ("uuid", "uuid", "uuid"),

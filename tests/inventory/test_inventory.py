@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from common.consumer import Disposition
-from common.contracts import validate_payload
+from common.contracts import latest_version, validate_payload
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
 from tests.events import deliver, envelope, outbox_events, outbox_types
@@ -55,8 +55,11 @@ def test_reserve_prices_every_line_in_sku_order(stock) -> None:
             {"sku": "a-anvil", "quantity": 1, "unit_price": "99.99"},
             {"sku": "b-bolt", "quantity": 4, "unit_price": "0.25"},
         ],
+        # The address travels on, to Payment and then Shipping (SPEC §2: fewer hops).
+        "shipping_address": {"country": "FR"},
     }
-    validate_payload("InventoryReserved", 1, event["payload"])
+    assert event["schema_version"] == latest_version("InventoryReserved") == 2
+    validate_payload("InventoryReserved", 2, event["payload"])
     bolt = Product.objects.get(sku="b-bolt")
     assert (bolt.available, bolt.reserved, bolt.version) == (6, 4, 2)
     conserved("b-bolt")

@@ -14,17 +14,18 @@ from tests.events import deliver, envelope, outbox_events, outbox_types
 pytestmark = pytest.mark.django_db
 
 
-def reserved(order_id: str, customer: str = "alice", total: str = "30.00"):
-    return envelope(
-        "InventoryReserved",
-        order_id,
-        {
-            "customer_id": customer,
-            "total": total,
-            "lines": [{"sku": "a", "quantity": 1, "unit_price": total}],
-        },
-        producer="inventory",
-    )
+ADDRESS = {"country": "FR", "city": "Paris"}
+
+
+def reserved(order_id: str, customer: str = "alice", total: str = "30.00", version: int = 2):
+    payload = {
+        "customer_id": customer,
+        "total": total,
+        "lines": [{"sku": "a", "quantity": 1, "unit_price": total}],
+    }
+    if version >= 2:
+        payload["shipping_address"] = ADDRESS
+    return envelope("InventoryReserved", order_id, payload, producer="inventory", schema_version=version)
 
 
 def shipment_failed(order_id: str):
@@ -56,12 +57,25 @@ def test_charge_once_even_when_delivered_twice(alice) -> None:
     assert Account.objects.get(customer_id="alice").balance == Decimal("20.00")
     assert outbox_types(order_id) == ["PaymentCompleted"]
     [completed] = outbox_events(order_id)
-    # Emitted as the latest version of its contract (v2 names the charge).
-    assert completed["schema_version"] == latest_version("PaymentCompleted") == 2
-    validate_payload("PaymentCompleted", 2, completed["payload"])
+    # Emitted as the latest version of its contract (v2 names the charge, v3 carries the
+    # shipping address on to Shipping).
+    assert completed["schema_version"] == latest_version("PaymentCompleted") == 3
+    validate_payload("PaymentCompleted", 3, completed["payload"])
     [charge] = Payment.objects.filter(order_id=order_id, kind="charge")
     assert completed["payload"]["payment_id"] == str(charge.id)
+    assert completed["payload"]["shipping_address"] == ADDRESS
     conserved("alice")
+
+
+def test_an_inventory_reserved_from_before_the_upgrade_still_charges(alice) -> None:
+    """v1 carries no address: PaymentCompleted goes without one (Shipping then uses the
+    destination it recorded from OrderPlaced)."""
+    order_id = str(uuid.uuid4())
+    assert deliver(reserved(order_id, version=1)).disposition is Disposition.HANDLED
+    [completed] = outbox_events(order_id)
+    assert completed["event_type"] == "PaymentCompleted"
+    assert "shipping_address" not in completed["payload"]
+    validate_payload("PaymentCompleted", 3, completed["payload"])
 
 
 @pytest.mark.parametrize(

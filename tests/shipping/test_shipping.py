@@ -25,36 +25,47 @@ def placed(order_id: str, country: str):
     )
 
 
-def paid(order_id: str, version: int = 2):
+def paid(order_id: str, version: int = 3, country: str | None = "FR"):
+    """PaymentCompleted; from v3 on it carries the order's shipping address."""
     payload = {"customer_id": "c", "amount": "1.00"}
     if version >= 2:
         payload["payment_id"] = str(uuid.uuid4())
+    if version >= 3 and country is not None:
+        payload["shipping_address"] = {"country": country, "city": "Paris"}
     return envelope("PaymentCompleted", order_id, payload, producer="payment", schema_version=version)
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_both_the_current_and_the_previous_payment_completed_are_accepted(version: int) -> None:
-    """Services deploy one at a time: an older payment service still emits v1."""
+def test_the_destination_travels_with_payment_completed() -> None:
+    """Shipping's queue no longer takes OrderPlaced: the address comes with PaymentCompleted."""
+    from shipping_svc.shipping.handlers import registry
+
+    assert "order.placed" not in registry.routing_keys
+    assert registry.retired_routing_keys == ["order.placed"]
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "FR"))
+    assert deliver(paid(order_id, country="FR")).disposition is Disposition.HANDLED
+    assert Shipment.objects.get(order_id=order_id).country == "FR"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_payment_completed_from_before_the_upgrade_uses_the_recorded_destination(version: int) -> None:
+    """Services deploy one at a time: an older payment service still emits v1 or v2 (no
+    address); an OrderPlaced already queued for shipping still records the destination."""
+    order_id = str(uuid.uuid4())
+    assert deliver(placed(order_id, "DE")).disposition is Disposition.HANDLED
     assert deliver(paid(order_id, version)).disposition is Disposition.HANDLED
-    assert Shipment.objects.filter(order_id=order_id).count() == 1
+    assert Shipment.objects.get(order_id=order_id).country == "DE"
 
 
 def test_an_unknown_schema_version_is_parked_not_guessed() -> None:
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "FR"))
-    outcome = deliver(paid(order_id, 3))
+    outcome = deliver(paid(order_id, 4))
     assert outcome.disposition is Disposition.PARK
-    assert "no contract for PaymentCompleted schema_version 3" in outcome.reason
+    assert "no contract for PaymentCompleted schema_version 4" in outcome.reason
     assert not Shipment.objects.filter(order_id=order_id).exists()
 
 
 def test_schedules_once_for_a_served_country() -> None:
     order_id = str(uuid.uuid4())
-    first = placed(order_id, "FR")
-    assert deliver(first).disposition is Disposition.HANDLED
-    assert deliver(first).disposition is Disposition.DUPLICATE
     payment = paid(order_id)
     assert deliver(payment).disposition is Disposition.HANDLED
     assert deliver(payment).disposition is Disposition.DUPLICATE
@@ -66,8 +77,7 @@ def test_schedules_once_for_a_served_country() -> None:
 
 def test_unserved_country_fails_without_a_shipment() -> None:
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "AQ"))
-    deliver(paid(order_id))
+    deliver(paid(order_id, country="AQ"))
     assert not Shipment.objects.filter(order_id=order_id).exists()
     [event] = outbox_events(order_id)
     assert event["event_type"] == "ShipmentFailed"
@@ -77,18 +87,17 @@ def test_unserved_country_fails_without_a_shipment() -> None:
 def test_served_set_is_configurable(settings) -> None:
     settings.SHIPPING_SERVED_COUNTRIES = ["DE"]
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "FR"))
-    deliver(paid(order_id))
+    deliver(paid(order_id, country="FR"))
     assert outbox_types(order_id) == ["ShipmentFailed"]
 
 
-def test_payment_before_destination_is_retried() -> None:
+def test_an_addressless_payment_before_its_destination_is_retried() -> None:
     order_id = str(uuid.uuid4())
-    outcome = deliver(paid(order_id))
+    outcome = deliver(paid(order_id, version=2))
     assert outcome.disposition is Disposition.RETRY
     assert "DestinationUnknown" in outcome.reason
     deliver(placed(order_id, "FR"))
-    assert deliver(paid(order_id)).disposition is Disposition.HANDLED
+    assert deliver(paid(order_id, version=2)).disposition is Disposition.HANDLED
     assert outbox_types(order_id) == ["ShipmentScheduled"]
 
 
@@ -98,7 +107,6 @@ def cancelled(order_id: str):
 
 def test_cancel_before_payment_refuses_the_late_shipment() -> None:
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "FR"))
     deliver(cancelled(order_id))
     deliver(paid(order_id))
     assert not Shipment.objects.filter(order_id=order_id).exists()
@@ -109,7 +117,6 @@ def test_cancel_before_payment_refuses_the_late_shipment() -> None:
 
 def test_cancel_after_scheduling_cancels_the_shipment() -> None:
     order_id = str(uuid.uuid4())
-    deliver(placed(order_id, "FR"))
     deliver(paid(order_id))
     deliver(cancelled(order_id))
     shipment = Shipment.objects.get(order_id=order_id)
