@@ -56,17 +56,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg2  # noqa: E402
-import requests  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
 from scripts import pinning  # noqa: E402
+from scripts.client import Api  # noqa: E402
 from scripts.machine_sampler import MachineSampler, cpu_jiffies  # noqa: E402
 from scripts.workload import PATHS, World, post_order  # noqa: E402
-from tests.support import BROKER_URL, Api  # noqa: E402
 
 SERVICES = ("order", "payment", "inventory", "shipping")
+BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 OUT = ROOT / "var" / "bench"
 
 
@@ -186,8 +186,8 @@ class Runner:
         return order_id, path
 
     def _cancel(self, order_id: str) -> None:
-        with contextlib.suppress(requests.RequestException):  # the outcome shows whether it won
-            Api().post("order", f"/api/orders/{order_id}/cancel/", timeout=10)
+        with contextlib.suppress(OSError):  # the outcome shows whether it won
+            self.api().post("order", f"/api/orders/{order_id}/cancel/", timeout=10)
 
     def results(self, placed: dict[str, str], timeout: float) -> dict[str, Any]:
         """Wait for every placed order to finish; outcome, latency and throughput by path."""
@@ -468,7 +468,7 @@ def consumer_counts() -> Counter:
     for service in SERVICES:
         try:
             text = api.get(service, "/metrics", timeout=10).text
-        except requests.RequestException as exc:
+        except OSError as exc:
             say(f"(no consumer figures from {service}: {exc})")
             continue
         for family in text_string_to_metric_families(text):
