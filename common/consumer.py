@@ -274,6 +274,11 @@ class EventConsumer:
         if self._hub is not None:
             self._hub.on_tick.add(self._on_tick)
 
+    @property
+    def buffered(self) -> list[Message]:
+        """The deliveries collected for the next batch."""
+        return self._buffer
+
     def detach(self) -> None:
         if self._hub is not None:
             self._hub.on_tick.discard(self._on_tick)

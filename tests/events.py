@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from common.broker import registry
-from common.consumer import Outcome, process_delivery
+from common.consumer import Outcome, process_batch, process_delivery, read_delivery
 from common.envelope import Envelope
 
 
@@ -39,6 +39,21 @@ def deliver(event: Envelope | bytes) -> Outcome:
 
     body = event if isinstance(event, bytes) else event.to_json().encode()
     return process_delivery(body, events=registry(), service=settings.SERVICE_NAME, signature=signed_as(body))
+
+
+def deliver_batch(events: list[Envelope]) -> list[Outcome]:
+    """Process several deliveries as the worker's group commit does: one transaction for all
+    (process_batch raises if any part failed; the worker would then handle each alone)."""
+    from django.conf import settings
+
+    items = []
+    for event in events:
+        body = event.to_json().encode()
+        signature = signed_as(body)
+        read = read_delivery(body, events=registry(), service=settings.SERVICE_NAME, signature=signature)
+        assert not isinstance(read, Outcome), read
+        items.append(read)
+    return process_batch(items, events=registry(), service=settings.SERVICE_NAME)
 
 
 def signed_as(body: bytes, producer: str | None = None) -> str:

@@ -216,6 +216,43 @@ def test_a_worker_killed_mid_handler_applies_the_event_exactly_once(api: Api, po
     assert api.balance(customer) == Decimal("6.00")
 
 
+def order_duplicates(api: Api) -> float:
+    """Deliveries the order service's inbox absorbed so far (every process, from /metrics)."""
+    total = 0.0
+    for line in api.get("order", "/metrics").text.splitlines():
+        if line.startswith("saga_deliveries_total{") and 'outcome="duplicate"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_worker_killed_between_a_batch_commit_and_its_ack_loses_and_doubles_nothing(
+    api: Api, stopped
+) -> None:
+    """Group commit: the order worker commits a batch of many deliveries, then is SIGKILLed
+    before its one multiple-ack. Every delivery of the batch comes back, and the inbox
+    absorbs each: every saga ends exactly once, every event once on its timeline."""
+    sku, customer = api.product(price="1.00", available=20), api.account(balance="100.00")
+    stopped("order-worker")
+    orders = place_many(6, sku=sku, customer=customer)
+    # Each saga's InventoryReserved, PaymentCompleted and ShipmentScheduled wait for the order
+    # worker, which will take them as one batch (up to SAGA_BATCH_MAX) when it starts.
+    poll(lambda: queue_depth("order.events"), lambda n: n >= 18, timeout=20, what="18 deliveries queued")
+    duplicates = order_duplicates(api)
+    with faults("order/consumer.after_commit=crash"):
+        ctl("start", "order-worker", check=False)  # may die within supervisor's startsecs: restarted
+        poll(
+            lambda: order_duplicates(api) - duplicates,
+            lambda n: n >= 2,
+            timeout=30,
+            what="a killed batch's deliveries to come back as duplicates",
+        )
+    finals = settle(api, orders)  # SPEC §5 on each: one charge, one shipment, stock deducted once…
+    assert {final["status"] for final in finals} <= {"COMPLETED", "CANCELLED"}  # (the deadline may win)
+    completed = sum(final["status"] == "COMPLETED" for final in finals)
+    stock_conserved(api, sku, initial=20, completed=completed)
+    assert api.balance(customer) == Decimal("100.00") - completed
+
+
 def test_a_relay_killed_after_publishing_before_marking_duplicates_nothing(api: Api) -> None:
     sku, customer = api.product(price="2.00", available=5), api.account(balance="10.00")
     before = pid("order-relay")

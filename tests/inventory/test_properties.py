@@ -1,10 +1,12 @@
-"""Stateful property test: the inventory handlers under random interleavings.
+"""Stateful property test: the inventory handlers under random interleavings and batches.
 
 Orders with random lines over two skus, each with a fate (completed, declined at
 payment, failed at shipping, cancelled). Their events are delivered in any order
 causality allows (only OrderCancelled may overtake OrderPlaced; a fate event follows
-a reservation), with duplicates of earlier deliveries mixed in. After every step the
-stock invariants of SPEC §5 must hold.
+a reservation), with duplicates of earlier deliveries mixed in. Events queue up and
+are delivered as the worker's group commit does: in batches of random length, each
+one transaction (several sagas' products locked up front), with duplicates inside a
+batch too. After every step the stock invariants of SPEC §5 must hold.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from common.envelope import Envelope
 from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
-from tests.events import deliver, envelope
+from tests.events import deliver_batch, envelope
 
 SKUS = ("hot-a", "hot-b")
 STOCK = 6
@@ -39,11 +41,15 @@ class Saga:
     order_id: str
     lines: dict[str, int]
     fate: str
-    placed: bool = False
+    placed: bool = False  # queued (delivered once the batch holding it was)
     reserved: bool = False
     fate_done: bool = False
     cancelled: bool = False
     delivered: list[Envelope] = field(default_factory=list)
+
+    def has(self, event_type: str) -> bool:
+        """Delivered (not only queued)."""
+        return any(event.event_type == event_type for event in self.delivered)
 
 
 class InventoryMachine(RuleBasedStateMachine):
@@ -54,11 +60,31 @@ class InventoryMachine(RuleBasedStateMachine):
         for sku in SKUS:
             services.product_create(sku=sku, name=sku, price=Decimal("1.00"), available=STOCK)
         self.sagas: list[Saga] = []
+        self.pending: list[tuple[Saga, Envelope]] = []
 
     def _deliver(self, saga: Saga, event: Envelope) -> None:
-        outcome = deliver(event)
-        assert outcome.disposition is Disposition.HANDLED, outcome
-        saga.delivered.append(event)
+        self.pending.append((saga, event))
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data())
+    def batch(self, data: st.DataObject) -> None:
+        """The worker takes what arrived: the next ``size`` deliveries, maybe one of them twice."""
+        size = data.draw(st.integers(1, len(self.pending)), label="batch size")
+        taken, self.pending = self.pending[:size], self.pending[size:]
+        if data.draw(st.booleans(), label="a duplicate inside the batch"):
+            copied = data.draw(st.integers(0, size - 1))
+            taken.insert(data.draw(st.integers(copied + 1, size)), taken[copied])
+        seen = {e.event_id for saga in self.sagas for e in saga.delivered}
+        outcomes = deliver_batch([event for _, event in taken])
+        for (saga, event), outcome in zip(taken, outcomes, strict=True):
+            first = event.event_id not in seen
+            seen.add(event.event_id)
+            expected = Disposition.HANDLED if first else Disposition.DUPLICATE
+            assert outcome.disposition is expected, (event.event_type, outcome)
+            if first:
+                saga.delivered.append(event)
+        for saga, _ in taken:
+            saga.reserved = Reservation.objects.filter(order_id=saga.order_id).exists()
 
     @rule(
         lines=st.dictionaries(st.sampled_from(SKUS), st.integers(1, 4), min_size=1),
@@ -82,7 +108,6 @@ class InventoryMachine(RuleBasedStateMachine):
             ),
         )
         saga.placed = True
-        saga.reserved = Reservation.objects.filter(order_id=saga.order_id).exists()
 
     @precondition(
         lambda self: any(
@@ -131,16 +156,24 @@ class InventoryMachine(RuleBasedStateMachine):
         )
         saga.cancelled = True
 
-    @precondition(lambda self: any(s.delivered for s in self.sagas))
+    @precondition(lambda self: any(s.delivered for s in self.sagas) and not self.pending)
     @rule(data=st.data())
     def duplicate(self, data: st.DataObject) -> None:
         """At-least-once delivery: any earlier event comes again, and changes nothing."""
         saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
         event = data.draw(st.sampled_from(saga.delivered))
         before = list(Product.objects.order_by("sku").values_list("available", "reserved", "version"))
-        assert deliver(event).disposition is Disposition.DUPLICATE
+        [outcome] = deliver_batch([event])
+        assert outcome.disposition is Disposition.DUPLICATE
         after = list(Product.objects.order_by("sku").values_list("available", "reserved", "version"))
         assert after == before
+
+    @precondition(lambda self: any(s.delivered for s in self.sagas))
+    @rule(data=st.data())
+    def redelivered(self, data: st.DataObject) -> None:
+        """A copy of a delivered event joins the queue (a redelivery after a crash)."""
+        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
+        self.pending.append((saga, data.draw(st.sampled_from(saga.delivered))))
 
     @invariant()
     def stock_is_conserved_and_never_negative(self) -> None:
@@ -160,11 +193,12 @@ class InventoryMachine(RuleBasedStateMachine):
             )
             assert len(statuses) <= 1, (saga, statuses)  # all lines move together
             status = statuses.pop() if statuses else None
-            if saga.cancelled:
+            fate = FATE_EVENTS.get(saga.fate, ("-",))[0]
+            if saga.has("OrderCancelled"):
                 assert status in (None, "RELEASED"), (saga, status)
-            elif saga.fate_done:
+            elif saga.has(fate):
                 assert status == ("DEDUCTED" if saga.fate == "completed" else "RELEASED"), (saga, status)
-            elif saga.placed:
+            elif saga.has("OrderPlaced"):
                 assert status in (None, "RESERVED"), (saga, status)
 
 

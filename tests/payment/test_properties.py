@@ -1,9 +1,11 @@
-"""Stateful property test: the payment handlers under random interleavings.
+"""Stateful property test: the payment handlers under random interleavings and batches.
 
 Orders charge one of two accounts; some fail at shipping (refund), some are
 cancelled (before or after the charge). Events arrive in any order causality allows,
-with duplicates mixed in. After every step: no balance is negative, money is
-conserved, and no order is charged or refunded twice.
+with duplicates mixed in, and are delivered as the worker's group commit does: in
+batches of random length (several sagas' accounts locked up front), duplicates inside
+a batch too. After every step: no balance is negative, money is conserved, and no
+order is charged or refunded twice.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from common.envelope import Envelope
 from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment
-from tests.events import deliver, envelope
+from tests.events import deliver_batch, envelope
 
 CUSTOMERS = {"rich": Decimal("100.00"), "poor": Decimal("15.00")}
 
@@ -39,6 +41,10 @@ class Saga:
     cancelled: bool = False
     delivered: list[Envelope] = field(default_factory=list)
 
+    def has(self, event_type: str) -> bool:
+        """Delivered (not only queued)."""
+        return any(event.event_type == event_type for event in self.delivered)
+
 
 class PaymentMachine(RuleBasedStateMachine):
     @initialize()
@@ -48,10 +54,37 @@ class PaymentMachine(RuleBasedStateMachine):
         for customer, balance in CUSTOMERS.items():
             services.account_create(customer_id=customer, balance=balance)
         self.sagas: list[Saga] = []
+        self.pending: list[tuple[Saga, Envelope]] = []
 
     def _deliver(self, saga: Saga, event: Envelope) -> None:
-        assert deliver(event).disposition is Disposition.HANDLED
-        saga.delivered.append(event)
+        self.pending.append((saga, event))
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data())
+    def batch(self, data: st.DataObject) -> None:
+        """The worker takes what arrived: the next ``size`` deliveries, maybe one of them twice."""
+        size = data.draw(st.integers(1, len(self.pending)), label="batch size")
+        taken, self.pending = self.pending[:size], self.pending[size:]
+        if data.draw(st.booleans(), label="a duplicate inside the batch"):
+            copied = data.draw(st.integers(0, size - 1))
+            taken.insert(data.draw(st.integers(copied + 1, size)), taken[copied])
+        seen = {e.event_id for saga in self.sagas for e in saga.delivered}
+        outcomes = deliver_batch([event for _, event in taken])
+        for (saga, event), outcome in zip(taken, outcomes, strict=True):
+            first = event.event_id not in seen
+            seen.add(event.event_id)
+            assert outcome.disposition is (Disposition.HANDLED if first else Disposition.DUPLICATE), outcome
+            if first:
+                saga.delivered.append(event)
+        for saga, _ in taken:
+            saga.charged = Payment.objects.filter(order_id=saga.order_id, kind="charge").exists()
+
+    @precondition(lambda self: any(s.delivered for s in self.sagas))
+    @rule(data=st.data())
+    def redelivered(self, data: st.DataObject) -> None:
+        """A copy of a delivered event joins the queue (a redelivery after a crash)."""
+        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
+        self.pending.append((saga, data.draw(st.sampled_from(saga.delivered))))
 
     @rule(customer=st.sampled_from(sorted(CUSTOMERS)), cents=st.integers(1, 4000))
     def new_order(self, customer: str, cents: int) -> None:
@@ -75,7 +108,6 @@ class PaymentMachine(RuleBasedStateMachine):
             ),
         )
         saga.reserved_delivered = True
-        saga.charged = Payment.objects.filter(order_id=saga.order_id, kind="charge").exists()
 
     @precondition(lambda self: any(s.charged and not s.ship_failed for s in self.sagas))
     @rule(data=st.data())
@@ -101,13 +133,14 @@ class PaymentMachine(RuleBasedStateMachine):
         )
         saga.cancelled = True
 
-    @precondition(lambda self: any(s.delivered for s in self.sagas))
+    @precondition(lambda self: any(s.delivered for s in self.sagas) and not self.pending)
     @rule(data=st.data())
     def duplicate(self, data: st.DataObject) -> None:
         saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
         event = data.draw(st.sampled_from(saga.delivered))
         before = list(Account.objects.order_by("customer_id").values_list("balance", flat=True))
-        assert deliver(event).disposition is Disposition.DUPLICATE
+        [outcome] = deliver_batch([event])
+        assert outcome.disposition is Disposition.DUPLICATE
         assert list(Account.objects.order_by("customer_id").values_list("balance", flat=True)) == before
 
     @invariant()
@@ -129,9 +162,9 @@ class PaymentMachine(RuleBasedStateMachine):
             kinds = sorted(Payment.objects.filter(order_id=saga.order_id).values_list("kind", flat=True))
             if "refund" in kinds:
                 assert "charge" in kinds
-            if saga.cancelled and not saga.charged:
+            if saga.has("OrderCancelled") and not saga.charged:
                 assert kinds == [], saga  # a charge arriving after the cancellation is refused
-            if saga.charged and (saga.cancelled or saga.ship_failed):
+            if saga.charged and (saga.has("OrderCancelled") or saga.has("ShipmentFailed")):
                 assert kinds == ["charge", "refund"], (saga, kinds)
 
 
