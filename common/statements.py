@@ -59,7 +59,8 @@ class Statement:
 
     def prepare_sql(self) -> str:
         numbers = itertools.count(1)
-        body = _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", self.sql)
+        # Sent without parameters, so the driver unescapes nothing: "%%" is ours to undo.
+        body = _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", self.sql).replace("%%", "%")
         types = f" ({', '.join(self.types)})" if self.types else ""
         return f"PREPARE {self.prepared_name}{types} AS {body}"
 

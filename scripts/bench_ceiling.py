@@ -19,6 +19,9 @@ platform relies on, so that the benchmark figure can be read as a fraction of it
   * ``confirm_batched``: confirms enabled on the channel, ``batch`` messages published,
     then wait until the broker acked them all (the pipelined rate).
 
+  * ``group``: publishing as ``confirm_batched``, and the consumer acks every ``group``
+    messages with one ``basic.ack(multiple=True)``, as the services' group commit does.
+
   The figure is the publish→consume rate: messages consumed / time from the first
   publish to the last consume, once the consumer received everything.
 
@@ -26,10 +29,15 @@ platform relies on, so that the benchmark figure can be read as a fraction of it
   and version, optimistic UPDATE, INSERT into an inbox, INSERT a 600-byte outbox row,
   COMMIT with ``synchronous_commit`` as the server has it, on by default), in a
   scratch schema ``bench_ceiling`` created for the run and dropped at the end. Run
-  with 1 client, then with ``clients`` processes; steps/s and p50 step latency.
+  with 1 client, then with ``clients`` processes; steps/s and p50 step latency. Then
+  batched, as the services' group commit works: ``group`` steps per transaction (their
+  products locked in id order), the inbox and outbox rows one multi-row INSERT each,
+  one COMMIT, with ``clients`` processes.
 
 - :func:`saga_ceiling`: the sagas/s those two rates imply for a saga needing
-  ``deliveries`` broker deliveries and ``transactions`` database transactions.
+  ``deliveries`` broker deliveries and ``transactions`` database transactions (a step
+  each): the one-step ceiling from ``confirm_batched`` and the one-step SQL rate, the
+  batched ceiling from ``group`` and the batched SQL rate.
 
 Publisher, consumer and SQL clients are separate processes (separate connections), so
 the Python client cost is spread over the cores as the services' workers would be.
@@ -81,6 +89,7 @@ QUEUE_EXPIRES_MS = 300_000  # safety net: the broker drops the queue if a killed
 BUSY_WARNING = 0.15  # share of the CPUs busy before the run above which the figures are suspect
 DEFAULT_DELIVERIES = 9.0
 DEFAULT_TRANSACTIONS = 10.0
+DEFAULT_GROUP = 16  # steps per transaction / messages per multiple-ack (the services' SAGA_BATCH_MAX)
 
 
 def _event_body(size: int = 600) -> bytes:
@@ -214,15 +223,24 @@ def _consumer(
     sent_total: Any,
     ready: multiprocessing.synchronize.Event,
     results: multiprocessing.queues.Queue,
+    ack_every: int = 1,
 ) -> None:
-    """Ack every message until the publisher is done and all it sent has arrived."""
+    """Ack every message (or every ``ack_every`` with one multiple-ack) until the publisher is
+    done and all it sent has arrived."""
     consumed = 0
     first: float | None = None
     last: float | None = None
+    unacked: list[Any] = []  # the last delivery not acked yet, if any
 
     def on_message(message: Any) -> None:
         nonlocal consumed, first, last
-        message.ack()
+        if ack_every == 1:
+            message.ack()
+        elif (consumed + 1) % ack_every == 0:
+            message.ack(multiple=True)
+            unacked.clear()
+        else:
+            unacked[:] = [message]
         now = time.monotonic()
         if first is None:
             first = now
@@ -254,6 +272,8 @@ def _consumer(
                         seen, last_progress = consumed, now
                     elif target >= 0 and now - last_progress > DRAIN_IDLE_TIMEOUT:
                         break  # reported as incomplete
+                for message in unacked:
+                    message.ack(multiple=True)
         results.put({"role": "consumer", "consumed": consumed, "first_consume": first, "last_consume": last})
     except Exception as exc:
         results.put({"role": "consumer", "error": f"{type(exc).__name__}: {exc}"})
@@ -285,7 +305,7 @@ def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
         process.join(timeout=5)
 
 
-def _broker_mode(url: str, mode: str, seconds: float, batch: int) -> dict[str, Any]:
+def _broker_mode(url: str, mode: str, seconds: float, batch: int, ack_every: int = 1) -> dict[str, Any]:
     ctx = _context()
     queue = f"bench.ceiling.{uuid.uuid4().hex[:12]}"
     _declare_queue(url, queue)
@@ -295,7 +315,9 @@ def _broker_mode(url: str, mode: str, seconds: float, batch: int) -> dict[str, A
         ready = ctx.Event()
         results = ctx.Queue()
         consumer = ctx.Process(
-            target=_consumer, args=(url, queue, sent_total, ready, results), name="ceiling-consumer"
+            target=_consumer,
+            args=(url, queue, sent_total, ready, results, ack_every),
+            name="ceiling-consumer",
         )
         consumer.start()
         processes.append(consumer)
@@ -305,7 +327,15 @@ def _broker_mode(url: str, mode: str, seconds: float, batch: int) -> dict[str, A
                 raise RuntimeError("the consumer did not start")
         publisher = ctx.Process(
             target=_publisher,
-            args=(url, queue, mode, seconds, batch, sent_total, results),
+            args=(
+                url,
+                queue,
+                "confirm_batched" if mode == "group" else mode,
+                seconds,
+                batch,
+                sent_total,
+                results,
+            ),
             name="ceiling-publisher",
         )
         publisher.start()
@@ -342,27 +372,31 @@ def _broker_mode(url: str, mode: str, seconds: float, batch: int) -> dict[str, A
     }
 
 
-def broker_ceiling(url: str, *, seconds: float = 5.0, batch: int = 50) -> dict[str, Any]:
-    """Publish→consume rate of persistent messages with publisher confirms, per confirm mode.
+def broker_ceiling(
+    url: str, *, seconds: float = 5.0, batch: int = 50, group: int = DEFAULT_GROUP
+) -> dict[str, Any]:
+    """Publish→consume rate of persistent messages with publisher confirms, per mode.
 
-    For each of ``confirm_each`` and ``confirm_batched`` (``batch`` messages per wait), a
-    fresh durable classic queue, a consumer process (manual ack, prefetch 100) and a
-    publisher process publishing for ``seconds``. Returns, per mode: ``published``,
-    ``consumed``, ``complete``, ``publish_msgs_per_s`` and ``msgs_per_s`` (consumed /
-    time from the first publish to the last consume), plus the run's parameters.
+    For each of ``confirm_each``, ``confirm_batched`` (``batch`` messages per wait) and
+    ``group`` (batched confirms, and one multiple-ack per ``group`` messages), a fresh
+    durable classic queue, a consumer process (manual ack, prefetch 100) and a publisher
+    process publishing for ``seconds``. Returns, per mode: ``published``, ``consumed``,
+    ``complete``, ``publish_msgs_per_s`` and ``msgs_per_s`` (consumed / time from the
+    first publish to the last consume), plus the run's parameters.
     """
-    if seconds <= 0 or batch < 1:
-        raise ValueError("seconds must be > 0 and batch >= 1")
+    if seconds <= 0 or batch < 1 or not 1 <= group <= PREFETCH:
+        raise ValueError(f"seconds must be > 0, batch >= 1 and group 1..{PREFETCH}")
     figures: dict[str, Any] = {
         "broker": Connection(url).as_uri(),  # password masked
         "body_bytes": len(BODY),
         "batch": batch,
+        "group_size": group,
         "prefetch": PREFETCH,
         "seconds": seconds,
     }
-    for mode in ("confirm_each", "confirm_batched"):
+    for mode in ("confirm_each", "confirm_batched", "group"):
         _progress(f"broker {mode} {seconds:g} s…")
-        figures[mode] = result = _broker_mode(url, mode, seconds, batch)
+        figures[mode] = result = _broker_mode(url, mode, seconds, batch, group if mode == "group" else 1)
         _progress(
             f"broker {mode}: {result['published']} published, {result['consumed']} consumed, "
             f"{result['msgs_per_s']:.0f} msg/s publish→consume"
@@ -394,6 +428,18 @@ _UPDATE = (
 )
 _INBOX = f"INSERT INTO {SCHEMA}.inbox (event_id, saga_id, received_at) VALUES (%s, %s, now())"
 _OUTBOX = f"INSERT INTO {SCHEMA}.outbox (event_id, saga_id, body, created_at) VALUES (%s, %s, %s, now())"
+# Batched: every step's inbox and outbox rows in one statement each.
+# Batched: the batch's products locked in id order as it reads them (the services lock a
+# batch's shared rows up front), so no other client moves a version under it.
+_SELECT_LOCKED = _SELECT + " FOR NO KEY UPDATE"
+_INBOX_MANY = (
+    f"INSERT INTO {SCHEMA}.inbox (event_id, saga_id, received_at)"
+    " SELECT e, s, now() FROM unnest(%s::uuid[], %s::uuid[]) AS t(e, s)"
+)
+_OUTBOX_MANY = (
+    f"INSERT INTO {SCHEMA}.outbox (event_id, saga_id, body, created_at)"
+    " SELECT e, s, %s, now() FROM unnest(%s::uuid[], %s::uuid[]) AS t(e, s)"
+)
 _SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes")
 
 
@@ -435,8 +481,12 @@ def _sql_client(
     seconds: float,
     go: multiprocessing.synchronize.Event,
     results: multiprocessing.queues.Queue,
+    group: int = 1,
 ) -> None:
     """Run saga steps for ``seconds`` once ``go`` is set; report steps, conflicts, latencies."""
+    if group > 1:
+        _sql_group_client(params, seconds, go, results, group)
+        return
     rng = random.Random()  # reseeded from os.urandom: forked clients must not share a sequence
     body = BODY.decode()
     try:
@@ -481,7 +531,69 @@ def _sql_client(
         raise
 
 
-def _sql_run(params: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
+def _sql_group_client(
+    params: dict[str, Any],
+    seconds: float,
+    go: multiprocessing.synchronize.Event,
+    results: multiprocessing.queues.Queue,
+    group: int,
+) -> None:
+    """``group`` steps per transaction, as the services' group commit does: each product locked,
+    read and version-checked (in id order, so that clients never wait on each other in a
+    cycle), the inbox and outbox rows one INSERT each, one COMMIT. A step's latency is its
+    batch's."""
+    rng = random.Random()
+    try:
+        conn = _connect(params)
+        try:
+            cur = conn.cursor()
+            results.put({"role": "connected"})
+            if not go.wait(60):
+                raise TimeoutError("never told to start")
+            latencies: list[float] = []
+            conflicts = 0
+            start = now = time.perf_counter()
+            deadline = start + seconds
+            while now < deadline:
+                products = sorted(rng.sample(range(1, PRODUCTS + 1), group))
+                conflict = False
+                for product in products:
+                    cur.execute(_SELECT_LOCKED, (product,))
+                    _available, version = cur.fetchone()
+                    cur.execute(_UPDATE, (product, version))
+                    if cur.rowcount != 1:
+                        conflict = True
+                        break
+                if conflict:
+                    conn.rollback()
+                    conflicts += 1
+                    now = time.perf_counter()
+                    continue
+                events = [str(uuid.uuid4()) for _ in products]
+                sagas = [str(uuid.uuid4()) for _ in products]
+                cur.execute(_INBOX_MANY, (events, sagas))
+                cur.execute(_OUTBOX_MANY, (BODY.decode(), [str(uuid.uuid4()) for _ in products], sagas))
+                conn.commit()
+                end = time.perf_counter()
+                latencies.extend([end - now] * group)
+                now = end
+            results.put(
+                {
+                    "role": "client",
+                    "steps": len(latencies),
+                    "conflicts": conflicts,
+                    "elapsed": now - start,
+                    "latencies": latencies,
+                }
+            )
+        finally:
+            conn.close()
+    except Exception as exc:
+        results.put({"role": "client", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _sql_run(params: dict[str, Any], clients: int, seconds: float, group: int = 1) -> dict[str, Any]:
     ctx = _context()
     results = ctx.Queue()
     go = ctx.Event()
@@ -489,7 +601,7 @@ def _sql_run(params: dict[str, Any], clients: int, seconds: float) -> dict[str, 
     try:
         for n in range(clients):
             process = ctx.Process(
-                target=_sql_client, args=(params, seconds, go, results), name=f"ceiling-sql-{n}"
+                target=_sql_client, args=(params, seconds, go, results, group), name=f"ceiling-sql-{n}"
             )
             process.start()
             processes.append(process)
@@ -530,8 +642,11 @@ def _sql_run(params: dict[str, Any], clients: int, seconds: float) -> dict[str, 
     }
 
 
-def sql_ceiling(params: dict[str, Any], *, clients: int = 4, seconds: float = 5.0) -> dict[str, Any]:
-    """Saga steps per second (one transaction each) with 1 client, then with ``clients``.
+def sql_ceiling(
+    params: dict[str, Any], *, clients: int = 4, seconds: float = 5.0, group: int = DEFAULT_GROUP
+) -> dict[str, Any]:
+    """Saga steps per second (one transaction each) with 1 client, then with ``clients``, then
+    batched (``group`` steps per transaction) with ``clients``: ``steps_per_s_batched``.
 
     ``params`` are ``psycopg2.connect`` keyword arguments. The scratch schema
     ``bench_ceiling`` is (re)created at the start and dropped at the end, even on error.
@@ -539,12 +654,13 @@ def sql_ceiling(params: dict[str, Any], *, clients: int = 4, seconds: float = 5.
     ``p50_ms_<clients>`` (and p99, step and conflict counts) plus the server's
     durability settings (fsync, synchronous_commit, …).
     """
-    if seconds <= 0 or clients < 1:
-        raise ValueError("seconds must be > 0 and clients >= 1")
+    if seconds <= 0 or clients < 1 or not 1 <= group <= PRODUCTS:
+        raise ValueError("seconds must be > 0, clients >= 1 and group within the products")
     figures: dict[str, Any] = {
         "database": f"{params.get('dbname', '?')}@{params.get('host', '?')}:{params.get('port', '?')}",
         "seconds": seconds,
         "clients": clients,
+        "group_size": group,
         "products": PRODUCTS,
         "body_bytes": len(BODY),
         "settings": _server_settings(params),
@@ -563,6 +679,14 @@ def sql_ceiling(params: dict[str, Any], *, clients: int = 4, seconds: float = 5.
             figures[f"steps_{n}"] = run["steps"]
             figures[f"conflicts_{n}"] = run["conflicts"]
             _progress(f"sql {n} client(s): {run['steps_per_s']:.0f} steps/s, p50 {run['p50_ms']:.2f} ms")
+        _progress(f"sql {clients} clients, {group} steps per transaction, {seconds:g} s…")
+        run = _sql_run(params, clients, seconds, group)
+        figures["steps_per_s_batched"] = run["steps_per_s"]
+        figures["p50_ms_batched"] = run["p50_ms"]
+        figures["conflicts_batched"] = run["conflicts"]
+        _progress(
+            f"sql batched: {run['steps_per_s']:.0f} steps/s, {run['conflicts']} batches with a conflict"
+        )
     finally:
         _progress(f"sql: dropping schema {SCHEMA}")
         _execute(params, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
@@ -651,9 +775,11 @@ def _summary(report: dict[str, Any]) -> str:
         f"broker {broker['broker']}: persistent {broker['body_bytes']}-byte messages, durable classic queue,"
         f" prefetch {broker['prefetch']}, {broker['seconds']:g} s per mode",
     ]
-    for mode in ("confirm_each", "confirm_batched"):
+    for mode in ("confirm_each", "confirm_batched", "group"):
         fig = broker[mode]
-        label = mode if mode == "confirm_each" else f"{mode} ({broker['batch']})"
+        label = {"confirm_each": mode, "confirm_batched": f"{mode} ({broker['batch']})"}.get(
+            mode, f"group (ack per {broker['group_size']})"
+        )
         lines.append(
             f"  {label:<22} published {fig['published']:>7}  consumed {fig['consumed']:>7}"
             f"  publish {fig['publish_msgs_per_s']:>8.0f} msg/s"
@@ -667,11 +793,16 @@ def _summary(report: dict[str, Any]) -> str:
             f"  ({sql[f'steps_{n}']} steps, {sql[f'conflicts_{n}']} version conflicts)"
         )
     lines.append(
+        f"  {clients} clients, {sql['group_size']} steps per transaction"
+        f"  {sql['steps_per_s_batched']:>8.0f} steps/s"
+    )
+    lines.append(
         f"saga ceiling ({saga['deliveries']:g} deliveries + {saga['transactions']:g} transactions per saga,"
         f" sql at {clients} clients):"
     )
     for mode in ("confirm_each", "confirm_batched"):
         lines.append(f"  with {mode:<16} {saga[mode]:>8.1f} sagas/s")
+    lines.append(f"  batched (group commit) {saga['group']:>8.1f} sagas/s")
     return "\n".join(lines)
 
 
@@ -681,6 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     parser.add_argument("--batch", type=int, default=50, help="messages per confirm wait (default 50)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent SQL clients (default 4)")
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=DEFAULT_GROUP,
+        help="steps per transaction, messages per ack (default 16)",
+    )
     parser.add_argument(
         "--deliveries", type=float, default=DEFAULT_DELIVERIES, help="broker deliveries per saga"
     )
@@ -696,8 +833,10 @@ def main(argv: list[str] | None = None) -> int:
     busy = background_cpu_busy()
     if busy is not None and busy > BUSY_WARNING:
         _progress(f"warning: the CPUs are already {busy:.0%} busy: the figures will be below the ceiling")
-    broker = broker_ceiling(default_broker_url(), seconds=args.seconds, batch=args.batch)
-    sql = sql_ceiling(default_db_params(args.service), clients=args.clients, seconds=args.seconds)
+    broker = broker_ceiling(default_broker_url(), seconds=args.seconds, batch=args.batch, group=args.group)
+    sql = sql_ceiling(
+        default_db_params(args.service), clients=args.clients, seconds=args.seconds, group=args.group
+    )
     sql_rate = sql[f"steps_per_s_{args.clients}"]
     saga = {"deliveries": args.deliveries, "transactions": args.transactions, "sql_clients": args.clients}
     for mode in ("confirm_each", "confirm_batched"):
@@ -707,6 +846,15 @@ def main(argv: list[str] | None = None) -> int:
             if rate > 0 and sql_rate > 0
             else 0.0
         )
+    group_rate, batched_sql = broker["group"]["msgs_per_s"], sql["steps_per_s_batched"]
+    saga["group"] = (
+        round(
+            saga_ceiling(group_rate, batched_sql, deliveries=args.deliveries, transactions=args.transactions),
+            1,
+        )
+        if group_rate > 0 and batched_sql > 0
+        else 0.0
+    )
     report = {"cpus": os.cpu_count(), "background_cpu_busy": busy, "broker": broker, "sql": sql, "saga": saga}
     _progress(f"done in {time.monotonic() - started:.1f} s")
     sys.stdout.write((json.dumps(report, indent=2) if args.json else _summary(report)) + "\n")
