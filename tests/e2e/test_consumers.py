@@ -29,5 +29,5 @@ def test_the_events_queue_is_consumed_with_the_configured_prefetch(stack: None, 
     # queue ran at prefetch 1, a broker round trip between deliveries (≈ 19 % of the closed
     # loop's throughput, docs/performance.md).
     found = prefetch_by_queue()
-    assert found[f"{service}.events"] == {int(os.environ.get("SAGA_PREFETCH", "16"))}
+    assert found[f"{service}.events"] == {int(os.environ.get("SAGA_PREFETCH", "32"))}
     assert found[f"{service}.parked"] == {1}

@@ -17,7 +17,6 @@ from tests.support import ROOT, Api, ctl, poll, wait_invariants
 SINK = os.environ.get("SAGA_SPAN_SINK_URL", "http://127.0.0.1:4318")
 HANDLERS = {
     "inventory handle OrderPlaced",
-    "shipping handle OrderPlaced",
     "payment handle InventoryReserved",
     "order handle InventoryReserved",
     "shipping handle PaymentCompleted",
