@@ -158,8 +158,14 @@ def _or_none(field: serializers.Field, value: Any) -> Any:
 
 
 def order_out(order: Order) -> dict[str, Any]:
-    """``OrderOutSerializer(order).data`` (its schema is the API's), built directly."""
+    """``OrderOutSerializer(order).data`` (its schema is the API's), built directly.
+
+    An order just placed carries its lines and first step (``created_lines`` and
+    ``created_timeline``, from services.order_place); any other is read from the database.
+    """
     address = order.shipping_address
+    lines = getattr(order, "created_lines", None)
+    timeline = getattr(order, "created_timeline", None)
     return {
         "id": str(order.id),
         "customer_id": str(order.customer_id),
@@ -172,7 +178,7 @@ def order_out(order: Order) -> dict[str, Any]:
                 "quantity": int(line.quantity),
                 "unit_price": _or_none(_PRICE, line.unit_price),
             }
-            for line in order.lines.all()
+            for line in (order.lines.all() if lines is None else lines)
         ],
         "shipping_address": {
             name: None if address[name] is None else str(address[name])
@@ -188,7 +194,7 @@ def order_out(order: Order) -> dict[str, Any]:
                 "at": _or_none(_TIME, event.occurred_at),
                 "event_id": str(event.event_id),
             }
-            for event in order.timeline.all()
+            for event in (order.timeline.all() if timeline is None else timeline)
         ],
     }
 
