@@ -242,6 +242,19 @@ PG_STATS_SETTLE_SECONDS = 11.0
 
 def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool = False) -> dict[str, Any]:
     """N orders from C clients, each placing its next order when its last one ended."""
+    return _clients(runner, orders, concurrency, wait=True, pg_stats=pg_stats, label="closed loop")
+
+
+def burst(runner: Runner, orders: int, concurrency: int) -> dict[str, Any]:
+    """N orders placed at once by C clients, each posting its next as soon as the last was
+    accepted (not waiting for its saga); sagas/s by the orders' own timestamps, from the
+    first order created to the last one finished."""
+    return _clients(runner, orders, concurrency, wait=False, pg_stats=True, label="burst")
+
+
+def _clients(
+    runner: Runner, orders: int, concurrency: int, *, wait: bool, pg_stats: bool, label: str
+) -> dict[str, Any]:
     placed: dict[str, str] = {}
     lock = threading.Lock()
     budget = iter(range(orders))
@@ -259,8 +272,9 @@ def closed_loop(runner: Runner, orders: int, concurrency: int, *, pg_stats: bool
                 placed[got[0]] = got[1]
                 n = len(placed)
             if n % max(1, orders // 10) == 0:
-                say(f"  closed loop: {n}/{orders} placed, {time.monotonic() - started:.0f} s")
-            runner.watcher.watch(got[0]).wait(120)
+                say(f"  {label}: {n}/{orders} placed, {time.monotonic() - started:.0f} s")
+            if wait:
+                runner.watcher.watch(got[0]).wait(120)
 
     busy, mine, per_process = cpu_busy_seconds(), client_cpu_seconds(), cpu_by_process()
     wal, commits, consumed = wal_stats(), commits_by_database(), consumer_counts()
@@ -739,6 +753,11 @@ def table(report: dict[str, Any]) -> str:
     runs = [
         *([("idle, one at a time", report["idle"])] if report["idle"]["orders"] else []),
         *([(f"closed loop, C={closed['concurrency']}", closed)] if closed["orders"] else []),
+        *(
+            [(f"burst of {report['burst']['orders']}, C={report['burst']['concurrency']}", report["burst"])]
+            if report.get("burst", {}).get("orders")
+            else []
+        ),
         *((f"open loop {p['offered_per_s']:g}/s × {p['seconds']:g} s", p) for p in report["open_loop"]),
         *((f"closed loop, {p['workers']} worker(s)/svc", p) for p in report.get("scale_out", [])),
         *((f"closed loop on {p['cores']} core(s)", p) for p in report.get("cores", [])),
@@ -786,6 +805,12 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny run: does the bench work?")
     parser.add_argument("--orders", type=int, default=600, help="closed loop: orders (default 600)")
     parser.add_argument("--concurrency", type=int, default=32, help="closed loop: clients (default 32)")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=400,
+        help="burst: orders placed at once by --concurrency clients (default 400)",
+    )
     parser.add_argument("--rates", default="10,20,30,40,50,75", help="open loop: offered orders/s")
     parser.add_argument("--seconds", type=float, default=20, help="open loop: seconds per rate")
     parser.add_argument("--idle", type=int, default=30, help="idle latency: sequential orders")
@@ -818,7 +843,7 @@ def main() -> int:
     except ValueError as exc:
         parser.error(f"--ab: {exc}")
     if args.smoke:
-        args.orders, args.concurrency, args.rates, args.seconds = 20, 4, "5", 3
+        args.orders, args.concurrency, args.rates, args.seconds, args.burst = 20, 4, "5", 3, 10
         args.idle, args.scale, args.ceiling_seconds, args.cores = 3, "", 1.0, "1"
         args.ab_orders, args.rounds = 10, 1
 
@@ -845,6 +870,10 @@ def main() -> int:
         if args.orders > 0:
             say(f"closed loop: {args.orders} orders at concurrency {args.concurrency}")
             report["closed_loop"] = closed_loop(runner, args.orders, args.concurrency, pg_stats=True)
+        report["burst"] = {"orders": 0, "concurrency": args.concurrency}
+        if args.burst > 0:
+            say(f"burst: {args.burst} orders placed at once by {args.concurrency} clients")
+            report["burst"] = burst(runner, args.burst, args.concurrency)
         report["open_loop"] = []
         for rate in [float(r) for r in args.rates.split(",") if r.strip()]:
             say(f"open loop: {rate:g} orders/s for {args.seconds:g} s")
@@ -909,7 +938,7 @@ def main() -> int:
         "sql": sql,
     }
     best = max(
-        [report["closed_loop"], *report["open_loop"], *report["scale_out"]],
+        [report["closed_loop"], report["burst"], *report["open_loop"], *report["scale_out"]],
         key=lambda r: r.get("sagas_per_s") or 0,
     )
     report["best_sagas_per_s"] = best.get("sagas_per_s")
@@ -938,6 +967,7 @@ def main() -> int:
         for r in [
             report["idle"],
             report["closed_loop"],
+            report.get("burst") or {},
             *report["open_loop"],
             *report["cores"],
             *(report.get("ab") or {}).get("runs", []),

@@ -53,3 +53,60 @@ def test_each_run_with_orders_has_its_row_and_its_ratio_to_the_ceiling() -> None
     printed = table(report(idle=3, closed=600))
     assert columns(printed, "idle, one at a time") == ["3", "9.0", "0.04", "0.02", "20", "30", "40"]
     assert columns(printed, "closed loop, C=32") == ["600", "50.0", "0.25", "0.12", "20", "30", "40"]
+
+
+ab = load_script("bench")
+
+
+def test_an_ab_alternates_abba_so_a_drifting_machine_favours_neither() -> None:
+    assert ab.ab_sequence(2) == ["A", "B", "B", "A"]
+    assert ab.ab_sequence(4) == ["A", "B", "B", "A", "A", "B", "B", "A"]
+
+
+def test_ab_settings_are_the_services_settings_only() -> None:
+    assert ab.parse_overrides("SAGA_BATCH_MAX=1 SAGA_PREFETCH=16") == {
+        "SAGA_BATCH_MAX": "1",
+        "SAGA_PREFETCH": "16",
+    }
+    for bad in ("BATCH=1", "SAGA_BATCH_MAX"):
+        try:
+            ab.parse_overrides(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_the_ab_summary_is_each_sides_mean_and_b_over_a() -> None:
+    runs = [
+        {
+            "side": "A",
+            "sagas_per_s": 100.0,
+            "cpu_ms_per_saga": 20.0,
+            "cpu_ms_per_saga_by_process": {"pg": 5.0},
+        },
+        {
+            "side": "B",
+            "sagas_per_s": 50.0,
+            "cpu_ms_per_saga": 40.0,
+            "cpu_ms_per_saga_by_process": {"pg": 9.0},
+        },
+        {
+            "side": "B",
+            "sagas_per_s": 60.0,
+            "cpu_ms_per_saga": 36.0,
+            "cpu_ms_per_saga_by_process": {"pg": 11.0},
+        },
+        {
+            "side": "A",
+            "sagas_per_s": 80.0,
+            "cpu_ms_per_saga": 22.0,
+            "cpu_ms_per_saga_by_process": {"pg": 7.0},
+        },
+    ]
+    summary = ab.ab_summary(runs)
+    assert summary["A"]["sagas_per_s"] == 90.0
+    assert summary["B"]["sagas_per_s"] == 55.0
+    assert summary["b_over_a"]["cpu_ms_per_saga"] == round(38.0 / 21.0, 3)
+    assert summary["B"]["cpu_ms_per_saga_by_process"] == {"pg": 10.0}
+    assert summary["A"]["commits_per_saga"] is None  # not measured: no figure, no ratio
+    assert summary["b_over_a"]["commits_per_saga"] is None
