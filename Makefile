@@ -25,8 +25,8 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 	@$(PY) scripts/chaos.py --duration $(or $(DURATION),120) --rate $(or $(RATE),4) \
 		--faults $(or $(FAULTS),$(CHAOS_FAULTS)) $(ARGS)
 
-BENCH_ARGS := --scale 1,2,4 --cores auto
-bench: up      ## throughput and latency against the raw ceiling, on 1, 2 … cores (≈12 min): make bench ARGS="--smoke"
+BENCH_ARGS := --scale 1,2,4 --cores auto --ab SAGA_BATCH_MAX=1 --rounds 4
+bench: up      ## throughput and latency against the raw ceilings, on 1, 2 … cores, group commit A/B (≈25 min): make bench ARGS="--smoke"
 	@$(PY) scripts/bench.py $(or $(ARGS),$(BENCH_ARGS))
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
