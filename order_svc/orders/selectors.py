@@ -1,11 +1,48 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
 
-from django.db.models import Count, QuerySet
+from django.db import connection
+from django.db.models import Count, JSONField, QuerySet
 from django.utils import timezone
 
+from order_svc.orders import statements
 from order_svc.orders.models import OPEN_STATUSES, Order
+
+_JSON_COLUMNS = frozenset(
+    field.column for field in Order._meta.concrete_fields if isinstance(field, JSONField)
+)
+
+
+class Line(NamedTuple):
+    """An order line as the API shows it."""
+
+    sku: str
+    quantity: int
+    unit_price: Decimal | None
+
+
+class Step(NamedTuple):
+    """A step of the order's timeline as the API shows it."""
+
+    event_type: str
+    service: str
+    occurred_at: datetime
+    event_id: str
+
+
+def order_from_row(fields: Sequence[str], row: Sequence[Any]) -> Order:
+    """An Order from a plain row of ``fields`` (in the model's field order; the others are
+    left unread). jsonb arrives as text with Django's psycopg2 setup."""
+    values = [
+        json.loads(value) if name in _JSON_COLUMNS and isinstance(value, str) else value
+        for name, value in zip(fields, row, strict=True)
+    ]
+    return Order.from_db(connection.alias, fields, values)
 
 
 def order_list(*, status: str | None = None, customer_id: str | None = None) -> QuerySet[Order]:
@@ -18,7 +55,21 @@ def order_list(*, status: str | None = None, customer_id: str | None = None) -> 
 
 
 def order_get(*, order_id: str) -> Order | None:
-    return Order.objects.prefetch_related("lines", "timeline").filter(id=order_id).first()
+    """The order with its lines and timeline (``line_views``, ``step_views``): three prepared
+    statements (GET /api/orders/{id}/ is what clients poll; the ORM's prefetching cost
+    several times the queries)."""
+    with connection.cursor() as cursor:
+        row = statements.order_read.execute(cursor, [order_id]).fetchone()
+        if row is None:
+            return None
+        order = order_from_row(statements.ALL_FIELDS, row)
+        order.line_views = [
+            Line(*line) for line in statements.lines_read.execute(cursor, [order_id]).fetchall()
+        ]
+        order.step_views = [
+            Step(*step) for step in statements.timeline_read.execute(cursor, [order_id]).fetchall()
+        ]
+    return order
 
 
 def order_stuck(*, grace_seconds: float = 0.0) -> QuerySet[Order]:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -21,6 +21,7 @@ from common.outbox import emit
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderStatus
+from order_svc.orders.selectors import Line, Step, order_from_row
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +103,6 @@ def _emit(order: Order, event_type: str, payload: dict[str, Any]) -> Envelope:
     return envelope
 
 
-class Line(NamedTuple):
-    """An order line as the API shows it."""
-
-    sku: str
-    quantity: int
-    unit_price: Decimal | None
-
-
-class Step(NamedTuple):
-    """A step of the order's timeline as the API shows it."""
-
-    event_type: str
-    service: str
-    occurred_at: datetime
-    event_id: str
-
-
-_JSON_FIELDS = [
-    statements.LOCKED_FIELDS.index(name)
-    for name in ("compensations_expected", "compensations_confirmed", "trace_context")
-]
-
-
 def _locked(order_id: str) -> Order:
     """Lock the order's row and load what a saga step needs of it (one prepared statement:
     this runs for almost every event the order sees, and the ORM's queryset machinery
@@ -133,11 +111,7 @@ def _locked(order_id: str) -> Order:
         row = statements.order_lock.execute(cursor, [order_id]).fetchone()
     if row is None:
         raise OrderNotFound(f"order {order_id} does not exist")
-    values = list(row)
-    for index in _JSON_FIELDS:  # jsonb arrives as text (Django's psycopg2 setup)
-        if isinstance(values[index], str):
-            values[index] = json.loads(values[index])
-    order = Order.from_db(connection.alias, statements.LOCKED_FIELDS, values)
+    order = order_from_row(statements.LOCKED_FIELDS, row)
     order.status_when_loaded = order.status
     return order
 
@@ -216,10 +190,8 @@ def order_place(
         # What the 201 shows, known without reading the order back (model instances of the
         # lines and the step cost the POST a sixth of its CPU: Model.__init__ and related
         # managers).
-        order.created_lines = [Line(line["sku"], line["quantity"], None) for line in lines]
-        order.created_timeline = [
-            Step(placed.event_type, placed.producer, placed.occurred_at, placed.event_id)
-        ]
+        order.line_views = [Line(line["sku"], line["quantity"], None) for line in lines]
+        order.step_views = [Step(placed.event_type, placed.producer, placed.occurred_at, placed.event_id)]
     except IntegrityError:
         # The key was used before (or by a concurrent request that won): answer like a replay.
         existing = _replay(idempotency_key, fingerprint) if idempotency_key else None

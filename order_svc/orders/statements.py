@@ -29,6 +29,20 @@ LOCKED_FIELDS = tuple(
     for field in Order._meta.concrete_fields
     if field.name not in ("shipping_address", "idempotency_key", "request_fingerprint")
 )
+ALL_FIELDS = tuple(field.column for field in Order._meta.concrete_fields)
+
+# An order as the API shows it: the row, its lines, its timeline (in the models' orderings).
+order_read = Statement("order_read", f"SELECT {', '.join(ALL_FIELDS)} FROM {ORDERS} WHERE id = %s", ("uuid",))
+lines_read = Statement(
+    "lines_read", f"SELECT sku, quantity, unit_price FROM {LINES} WHERE order_id = %s ORDER BY sku", ("uuid",)
+)
+timeline_read = Statement(
+    "timeline_read",
+    f"SELECT event_type, service, occurred_at, event_id FROM {TIMELINE} WHERE order_id = %s"
+    " ORDER BY occurred_at, id",
+    ("uuid",),
+)
+
 order_lock = Statement(
     "order_lock", f"SELECT {', '.join(LOCKED_FIELDS)} FROM {ORDERS} WHERE id = %s FOR UPDATE", ("uuid",)
 )
