@@ -47,6 +47,7 @@ class Statement:
     types: tuple[str, ...]
     _suffix: int = field(default=0, repr=False)
     _execute: tuple[str, str] | None = field(default=None, repr=False)
+    _plain: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         count = len(_PLACEHOLDER.findall(self.sql))
@@ -66,8 +67,10 @@ class Statement:
 
     def plain_sql(self) -> str:
         """The statement itself, each placeholder cast to its type (``%s::uuid[]``)."""
-        types = iter(self.types)
-        return _PLACEHOLDER.sub(lambda _: f"%s::{next(types)}", self.sql)
+        if self._plain is None:
+            types = iter(self.types)
+            self._plain = _PLACEHOLDER.sub(lambda _: f"%s::{next(types)}", self.sql)
+        return self._plain
 
     def execute_sql(self) -> str:
         """The SQL to send: ``EXECUTE name(%s::type, …)`` once prepared (else ``plain_sql``)."""
