@@ -715,11 +715,19 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     right.plot(offered, [p.get("sagas_per_s") or 0 for p in points], "o-", label="terminal sagas/s")
     ceiling = report["ceiling"].get("sagas_per_s")
     if ceiling:
-        right.axhline(ceiling, color="red", linestyle="--", label=f"raw ceiling {ceiling:.0f}/s")
+        right.axhline(ceiling, color="red", linestyle="--", label=f"one-step ceiling {ceiling:.0f}/s")
+    batched = report["ceiling"].get("sagas_per_s_batched")
+    if batched:
+        right.axhline(batched, color="purple", linestyle="-.", label=f"batched ceiling {batched:.0f}/s")
+    # Closed loop and burst have no offered rate: drawn as levels beside the open loop.
+    for key, color, name in (("closed_loop", "green", "closed loop"), ("burst", "orange", "burst")):
+        rate = (report.get(key) or {}).get("sagas_per_s")
+        if rate:
+            right.axhline(rate, color=color, linestyle=":", label=f"{name} {rate:.0f}/s")
     right.set_xlabel("offered load (orders/s)")
     right.set_ylabel("sagas/s")
     right.grid(True, alpha=0.3)
-    right.legend()
+    right.legend(loc="center right", fontsize=8)
     right.set_title("Throughput")
     fig.suptitle(f"make bench — {report['started_at']}  ({report['machine']})", fontsize=9)
     fig.tight_layout()
