@@ -2,7 +2,7 @@
 
 A service's ``settings.py`` calls :func:`configure` with what makes it different
 (its name, its domain app, its port); everything else is decided here, once.
-All values can be overridden from the environment (see README, "Configuration").
+All values can be overridden from the environment (each named where its mechanism is described, in docs/).
 """
 
 from __future__ import annotations
