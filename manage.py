@@ -9,7 +9,8 @@
 import os
 import sys
 
-SERVICES = ("order", "payment", "inventory", "shipping")
+from common.services import SERVICES
+
 # Commands that span the four services rather than run inside one.
 PLATFORM_COMMANDS = {"saga": "common.choreography", "audit": "common.audit"}
 

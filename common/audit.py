@@ -60,9 +60,9 @@ from typing import Any, NamedTuple, Protocol, TextIO
 import psycopg2
 import psycopg2.extensions
 
+from common.services import SERVICES
 from common.settings import env
 
-SERVICES = ("order", "payment", "inventory", "shipping")
 TERMINAL = frozenset({"COMPLETED", "CANCELLED", "REJECTED"})
 STATUSES = ("PENDING", "COMPENSATING", "COMPLETED", "CANCELLED", "REJECTED")
 DEFAULT_BATCH = 2000

@@ -20,7 +20,8 @@ from django.utils.module_loading import import_string
 from kombu import Connection, Exchange, Producer
 
 from common.registry import EventRegistry
-from common.topology import ServiceTopology, service_topology
+from common.signing import signed_headers
+from common.topology import EVENTS_EXCHANGE, ServiceTopology, service_topology
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,19 @@ class Outgoing:
     message_id: str | None = None
     message_type: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+
+
+def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:
+    """An outbox row as published — to saga.events, persistent, signed by this service —
+    by the pusher (common/direct.py) and the relay (common/relay.py) alike."""
+    return Outgoing(
+        body=body,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=routing_key,
+        message_id=str(event_id),
+        message_type=event_type,
+        headers=signed_headers(body),
+    )
 
 
 class BatchPublisher(_BrokerClient):

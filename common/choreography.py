@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from common.registry import NOTICE_EVENTS
+from common.services import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
@@ -393,7 +394,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from manage import SERVICES
 
     try:
         graph = build_graph(describe_services(SERVICES))

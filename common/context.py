@@ -35,23 +35,11 @@ def current_event() -> Envelope | None:
     return _current_event.get()
 
 
+def current_tracing() -> dict[str, str] | None:
+    """The trace context ``tracing()`` set, if any (work that handles no event)."""
+    return _current_trace.get()
+
+
 def new_traceparent() -> str:
     """A fresh W3C ``traceparent`` (version 00, sampled)."""
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
-def current_trace() -> dict[str, str]:
-    """The trace context an emitted event carries: the active span's, else the handled
-    event's, else one set by ``tracing()``, else a new trace."""
-    from common.observability import inject_current
-
-    active = inject_current()
-    if active:
-        return active
-    event = _current_event.get()
-    if event is not None and event.trace:
-        return dict(event.trace)
-    trace = _current_trace.get()
-    if trace:
-        return dict(trace)
-    return {"traceparent": new_traceparent()}

@@ -30,11 +30,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from common import faults, metrics
-from common.broker import BatchPublisher
+from common.broker import BatchPublisher, outgoing
 from common.envelope import Envelope
 from common.messaging.models import OutboxMessage
 from common.observability import publishing_each
-from common.outbox import outgoing
 from common.statements import Statement
 
 log = logging.getLogger("saga.outbox")

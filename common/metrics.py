@@ -99,25 +99,34 @@ DEFAULT_STUCK_GRACE_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class DatabaseState:
-    """What :class:`DatabaseGauges` reports; ``stuck`` only for the Order service."""
+    """What :class:`DatabaseGauges` reports; ``stuck`` only where a reader is registered."""
 
     parked: int
     stuck: dict[str, int] | None = None
 
 
+# A domain app that knows which of its sagas are stuck registers how to count them (the
+# order app does, in its AppConfig.ready()); common/ itself knows no service's tables.
+StuckReader = Callable[[float], dict[str, int]]  # grace seconds -> {status: count}
+_stuck_reader: list[StuckReader] = []  # at most one: the service's own
+
+
+def register_stuck_sagas(reader: StuckReader) -> None:
+    """This service reports ``saga_stuck_sagas``, counted by ``reader`` at scrape time."""
+    _stuck_reader[:] = [reader]
+
+
 def read_database_state(service: str) -> DatabaseState:
-    """Count parked messages (and, in the Order service, stuck sagas by status)."""
+    """Count parked messages (and stuck sagas by status, where a reader is registered)."""
     from django.conf import settings
 
     from common.messaging.models import ParkedMessage, ParkedStatus
 
     parked = ParkedMessage.objects.filter(status=ParkedStatus.PARKED).count()
-    if service != "order":
+    if not _stuck_reader:
         return DatabaseState(parked)
-    from order_svc.orders.selectors import order_stuck_counts  # what the admin's Stuck sagas lists
-
     grace = float(getattr(settings, "SAGA_STUCK_GRACE_SECONDS", DEFAULT_STUCK_GRACE_SECONDS))
-    return DatabaseState(parked, order_stuck_counts(grace_seconds=grace))
+    return DatabaseState(parked, _stuck_reader[0](grace))
 
 
 class DatabaseGauges:
@@ -133,24 +142,23 @@ class DatabaseGauges:
         self.service = service
         self._read = read if read is not None else read_database_state
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily | None]:
+    def _families(self, stuck: bool) -> tuple[GaugeMetricFamily, GaugeMetricFamily | None]:
         parked = GaugeMetricFamily(
             "saga_parked_messages",
             "Parked messages waiting for an operator to replay or discard them.",
             labels=["service"],
         )
-        stuck = None
-        if self.service == "order":
-            stuck = GaugeMetricFamily(
-                "saga_stuck_sagas",
-                "Orders not terminal a grace period (SAGA_STUCK_GRACE_SECONDS, 60) after their deadline.",
-                labels=["service", "status"],
-            )
-        return parked, stuck
+        if not stuck:
+            return parked, None
+        return parked, GaugeMetricFamily(
+            "saga_stuck_sagas",
+            "Sagas not terminal a grace period (SAGA_STUCK_GRACE_SECONDS, 60) after their deadline.",
+            labels=["service", "status"],
+        )
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         # Names only: without describe() the registry would collect (query) on registration.
-        return [family for family in self._families() if family is not None]
+        return [family for family in self._families(bool(_stuck_reader)) if family is not None]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
@@ -160,7 +168,7 @@ class DatabaseGauges:
             return []
         finally:
             _close_thread_connections()
-        parked, stuck = self._families()
+        parked, stuck = self._families(state.stuck is not None)
         parked.add_metric([self.service], state.parked)
         if stuck is None or state.stuck is None:
             return [parked]

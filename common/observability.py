@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Span, SpanKind
 from pythonjsonlogger.json import JsonFormatter
 
-from common.context import tracing
+from common.context import current_event, current_tracing, new_traceparent, tracing
 
 _configured = False
 _exporting = False
@@ -196,8 +196,6 @@ class EventContextFilter(logging.Filter):
         self.service = service
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from common.context import current_event
-
         record.service = self.service
         event = current_event()
         if event is not None:
@@ -316,3 +314,18 @@ def logging_config(service: str, level: str) -> dict[str, Any]:
             "kombu": {"level": "WARNING"},
         },
     }
+
+
+def current_trace() -> dict[str, str]:
+    """The trace context an emitted event carries: the active span's, else the handled
+    event's, else one set by ``tracing()``, else a new trace."""
+    active = inject_current()
+    if active:
+        return active
+    event = current_event()
+    if event is not None and event.trace:
+        return dict(event.trace)
+    trace = current_tracing()
+    if trace:
+        return dict(trace)
+    return {"traceparent": new_traceparent()}

@@ -16,15 +16,14 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from common.broker import Outgoing
-from common.context import current_event, current_trace
+from common.context import current_event
 from common.contracts import allowed_producers, latest_version, validate_envelope
+from common.direct import publish_after_commit
 from common.envelope import Envelope, EnvelopeError
 from common.groupcommit import defer
 from common.messaging.models import OutboxMessage
-from common.signing import signed_headers
+from common.observability import current_trace
 from common.statements import Statement
-from common.topology import EVENTS_EXCHANGE
 
 
 class OutsideTransactionError(RuntimeError):
@@ -86,8 +85,6 @@ def _write(rows: list[tuple[Envelope, str]]) -> None:
         else:
             _INSERT_AND_NOTIFY.execute(cursor, [*columns, notify_channel(settings.SERVICE_NAME)])
     if on_commit:
-        from common.direct import publish_after_commit
-
         publish_after_commit([(ids[uuid.UUID(envelope.event_id)], envelope, body) for envelope, body in rows])
 
 
@@ -103,16 +100,3 @@ _INSERT_AND_NOTIFY = Statement(
     f"WITH written AS ({_INSERT_SQL}) SELECT pg_notify(%s, '') FROM written LIMIT 1",
     (*_TYPES, "text"),
 )
-
-
-def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:
-    """An outbox row as published — to saga.events, persistent, signed by this service —
-    by the pusher (common/direct.py) and the relay alike."""
-    return Outgoing(
-        body=body,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=routing_key,
-        message_id=str(event_id),
-        message_type=event_type,
-        headers=signed_headers(body),
-    )

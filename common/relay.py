@@ -22,10 +22,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common import faults, metrics
-from common.broker import BatchPublisher
+from common.broker import BatchPublisher, outgoing
 from common.messaging.models import OutboxMessage
 from common.observability import publishing_each, tracing_enabled
-from common.outbox import notify_channel, outgoing
+from common.outbox import notify_channel
 from common.purge import PeriodicPurge
 from common.topology import declare_shared
 

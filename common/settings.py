@@ -13,13 +13,14 @@ from typing import Any
 from urllib.parse import quote
 
 from common.observability import logging_config
+from common.services import DEFAULT_PORTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEV_API_TOKEN = "dev-token"  # noqa: S105 - documented development default
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105
 
-SERVICE_PORTS = {"order": 8001, "payment": 8002, "inventory": 8003, "shipping": 8004}
+SERVICE_PORTS = DEFAULT_PORTS  # service → port, unless SAGA_<SERVICE>_PORT says
 
 
 def env(name: str, default: str) -> str:
@@ -271,14 +272,8 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # Quorum queues only: deliveries of one message from <service>.events before the
         # broker parks it (common/topology.py).
         SAGA_DELIVERY_LIMIT=env_int("SAGA_DELIVERY_LIMIT", 20),
-        # An order not terminal this long after its deadline counts as stuck (saga_stuck_sagas).
-        SAGA_STUCK_GRACE_SECONDS=env_float("SAGA_STUCK_GRACE_SECONDS", 60.0),
         SAGA_BROKER_URL=broker_url(service),
         SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
-        SAGA_ORDER_DEADLINE_SECONDS=env_float("SAGA_ORDER_DEADLINE_SECONDS", 30.0),
-        SAGA_DEADLINE_SWEEP_SECONDS=env_float("SAGA_DEADLINE_SWEEP_SECONDS", 1.0),
-        SHIPPING_SERVED_COUNTRIES=env_list("SHIPPING_SERVED_COUNTRIES", "*"),
-        SHIPPING_UNSERVED_COUNTRIES=env_list("SHIPPING_UNSERVED_COUNTRIES", "AQ"),
         SAGA_OCC_MAX_ATTEMPTS=env_int("SAGA_OCC_MAX_ATTEMPTS", 8),
         SAGA_RELAY_BATCH=env_int("SAGA_RELAY_BATCH", 200),
         SAGA_RELAY_SWEEP_SECONDS=env_float("SAGA_RELAY_SWEEP_SECONDS", 1.0),

@@ -60,12 +60,12 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
 from common.audit import database_params  # noqa: E402
+from common.services import SERVICES  # noqa: E402
 from scripts import pinning  # noqa: E402
 from scripts.client import Api  # noqa: E402
 from scripts.machine_sampler import MachineSampler, cpu_jiffies  # noqa: E402
 from scripts.workload import PATHS, World, post_order  # noqa: E402
 
-SERVICES = ("order", "payment", "inventory", "shipping")
 BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 OUT = ROOT / "var" / "bench"
 

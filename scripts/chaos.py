@@ -38,21 +38,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-
-from scripts.workload import PATHS, World, post_order  # noqa: E402
-from tests.support import (  # noqa: E402
-    FAULTS_FILE,
-    Api,
+from common.services import SERVICES  # noqa: E402
+from scripts.client import Api, ClientError  # noqa: E402
+from scripts.stackops import (  # noqa: E402
+    StackError,
     clear_faults,
     ctl,
     queue_depth,
     rabbitmqctl,
+    set_faults,
     terminate_db_connections,
 )
+from scripts.workload import PATHS, World, post_order  # noqa: E402
 
 KINDS = ("kill", "rabbitmq", "postgres", "duplicate", "delay", "network")
-SERVICES = ("order", "payment", "inventory", "shipping")
 TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
 
 
@@ -106,7 +105,7 @@ class Load:
             try:
                 if api.post("order", f"/api/orders/{order_id}/cancel/", timeout=10).status_code in (202, 409):
                     return
-            except requests.RequestException:
+            except ClientError:
                 pass
             time.sleep(0.5)
 
@@ -151,9 +150,7 @@ class Faults:
         now = time.monotonic()
         self.file_faults = {spec: until for spec, until in self.file_faults.items() if until > now}
         if self.file_faults:
-            tmp = FAULTS_FILE.with_suffix(".tmp")
-            tmp.write_text(",".join(self.file_faults))
-            tmp.replace(FAULTS_FILE)
+            set_faults(",".join(self.file_faults))
         else:
             clear_faults()
 
@@ -221,7 +218,7 @@ class Faults:
             try:
                 rabbitmqctl("start_app")  # a no-op when it is running
                 break
-            except AssertionError:
+            except StackError:
                 time.sleep(2)
         ctl("start", "all", check=False)
 
@@ -231,7 +228,7 @@ def counters(api: Api, name: str, **labels: str) -> float:
     for service in SERVICES:
         try:
             text = api.get(service, "/metrics", timeout=10).text
-        except requests.RequestException:
+        except ClientError:
             continue
         for line in text.splitlines():
             if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):

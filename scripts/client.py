@@ -12,16 +12,25 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import os
+import time
+from decimal import Decimal
 from typing import Any
+
+from common.services import SERVICES, port
 
 TOKEN = os.environ.get("SAGA_API_TOKEN", "dev-token")
 HOST = "127.0.0.1"
-PORTS = {
-    "order": int(os.environ.get("SAGA_ORDER_PORT", "8001")),
-    "payment": int(os.environ.get("SAGA_PAYMENT_PORT", "8002")),
-    "inventory": int(os.environ.get("SAGA_INVENTORY_PORT", "8003")),
-    "shipping": int(os.environ.get("SAGA_SHIPPING_PORT", "8004")),
-}
+PORTS = {service: port(service) for service in SERVICES}
+TERMINAL = frozenset({"COMPLETED", "CANCELLED", "REJECTED"})
+
+
+def order_body(customer_id: str, items: list[tuple[str, int]], country: str = "FR") -> dict[str, Any]:
+    """The body of ``POST /api/orders/`` for (sku, quantity) lines shipped to ``country``."""
+    return {
+        "customer_id": customer_id,
+        "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
+        "shipping_address": {"country": country},
+    }
 
 
 class ClientError(OSError):
@@ -127,3 +136,39 @@ class Api:
         if response.status_code != 201:
             raise ClientError(f"creating account {customer_id}: {response.status_code} {response.text}")
         return customer_id
+
+    def place(
+        self, customer_id: str, items: list[tuple[str, int]], country: str = "FR", **kwargs: Any
+    ) -> dict[str, Any]:
+        """POST an order; the order as the API answered it (201)."""
+        body = order_body(customer_id, items, country)
+        return self._expect(201, self.post("order", "/api/orders/", json=body, **kwargs), "placing an order")
+
+    def order(self, order_id: str) -> dict[str, Any]:
+        return self._expect(200, self.get("order", f"/api/orders/{order_id}/"), f"reading order {order_id}")
+
+    def wait_terminal(self, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The order once it is COMPLETED, CANCELLED or REJECTED; ClientError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            order = self.order(order_id)
+            if order["status"] in TERMINAL:
+                return order
+            if time.monotonic() > deadline:
+                raise ClientError(f"order {order_id} still {order['status']} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def stock(self, sku: str) -> dict[str, Any]:
+        return self._expect(200, self.get("inventory", f"/api/products/{sku}/"), f"reading product {sku}")
+
+    def balance(self, customer_id: str) -> Decimal:
+        account = self._expect(
+            200, self.get("payment", f"/api/accounts/{customer_id}/"), f"reading account {customer_id}"
+        )
+        return Decimal(account["balance"])
+
+    @staticmethod
+    def _expect(status: int, response: Response, what: str) -> Any:
+        if response.status_code != status:
+            raise ClientError(f"{what}: {response.status_code} {response.text}")
+        return response.json()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import Api  # noqa: E402
+from scripts.client import Api  # noqa: E402
 
 
 def show(title: str, order: dict) -> None:

@@ -13,9 +13,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.services import DEFAULT_PORTS  # noqa: E402 - plain data, no dependency
+
 VAR = ROOT / "var"
 VENV = Path(os.environ.get("SAGA_VENV", ROOT / ".venv"))
-SERVICES = {"order": 8001, "payment": 8002, "inventory": 8003, "shipping": 8004}
+SERVICES = DEFAULT_PORTS  # service → the port its web answers on unless SAGA_<SERVICE>_PORT says
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
 

@@ -10,7 +10,7 @@ cd "$ROOT"
 PY=.venv/bin/python
 ARTIFACTS="$ROOT/test-artifacts"
 TEST_BROKER_URL="amqp://saga:saga@127.0.0.1:${SAGA_AMQP_PORT:-5672}/saga_test"
-SERVICES="order payment inventory shipping"
+SERVICES=$(cd "$ROOT" && python3 -m common.services)  # the one list: common/services.py
 ONLY="${1:-all}"
 # The tests reconfigure the stack (below); afterwards it is put back as it was: running
 # with the user's own settings, or stopped. SAGA_TEST_KEEP_STACK=1 leaves it as tested.

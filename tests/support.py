@@ -1,35 +1,45 @@
-"""Helpers for tests that drive the running stack over HTTP (and make ctl)."""
+"""Helpers for tests that drive the running stack over HTTP.
+
+Operating the stack itself (supervisor, RabbitMQ, PostgreSQL, fault injection) is
+``scripts/stackops.py``, shared with the tools; its names are re-exported here for the tests.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 import types
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import requests
-from kombu import Connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from common.services import SERVICES, port
+from scripts.client import order_body
+from scripts.stackops import (  # noqa: F401 - re-exported for the tests
+    BROKER_URL,
+    FAULTS_FILE,
+    ROOT,
+    StackError,
+    clear_faults,
+    ctl,
+    faults,
+    manage,
+    pid,
+    queue_depth,
+    rabbitmqctl,
+    sql,
+    terminate_db_connections,
+)
+
 TOKEN = os.environ.get("SAGA_API_TOKEN", "dev-token")
-PORTS = {
-    "order": int(os.environ.get("SAGA_ORDER_PORT", "8001")),
-    "payment": int(os.environ.get("SAGA_PAYMENT_PORT", "8002")),
-    "inventory": int(os.environ.get("SAGA_INVENTORY_PORT", "8003")),
-    "shipping": int(os.environ.get("SAGA_SHIPPING_PORT", "8004")),
-}
+PORTS = {service: port(service) for service in SERVICES}
 TERMINAL = {"COMPLETED", "CANCELLED", "REJECTED"}
-BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
-FAULTS_FILE = ROOT / "var" / "faults"
 RETRY_DELAYS = [float(x) for x in os.environ.get("SAGA_RETRY_DELAYS", "1,5,30").split(",")]
 DEADLINE_SECONDS = float(os.environ.get("SAGA_ORDER_DEADLINE_SECONDS", "30"))
 
@@ -89,12 +99,7 @@ class Api:
     def place(
         self, customer_id: str, items: list[tuple[str, int]], country: str = "FR", **kwargs: Any
     ) -> dict[str, Any]:
-        body = {
-            "customer_id": customer_id,
-            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
-            "shipping_address": {"country": country},
-        }
-        response = self.post("order", "/api/orders/", json=body, **kwargs)
+        response = self.post("order", "/api/orders/", json=order_body(customer_id, items, country), **kwargs)
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -145,53 +150,6 @@ def poll(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last}")
 
 
-def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``make ctl ARGS=...`` — supervisorctl of the running stack."""
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "stack.sh"), "ctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
-    return result
-
-
-@contextlib.contextmanager
-def faults(spec: str) -> Iterator[None]:
-    """Switch fault injection on in every running process (see common/faults.py)."""
-    tmp = FAULTS_FILE.with_suffix(".tmp")
-    tmp.write_text(spec)
-    tmp.replace(FAULTS_FILE)
-    try:
-        yield
-    finally:
-        clear_faults()
-
-
-def clear_faults() -> None:
-    FAULTS_FILE.unlink(missing_ok=True)
-
-
-def pid(program: str) -> int:
-    return int(ctl("pid", program, check=False).stdout.strip() or 0)  # 0 while it is down
-
-
-def _run(command: list[str], what: str) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise AssertionError(f"{what} failed: {result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def manage(service: str, *args: str) -> str:
-    return _run(
-        [sys.executable, str(ROOT / "manage.py"), service, *args], f"manage.py {service} {' '.join(args)}"
-    )
-
-
 def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
     return json.loads(manage(service, "parked", "list", "--all", "--json", "--saga", saga_id))
 
@@ -203,40 +161,6 @@ def signature(producer: str, body: bytes) -> str:
 
     key = os.environ.get(f"SAGA_EVENT_KEY_{producer.upper()}", dev_event_key(producer)).split(",")[0]
     return signature_of(body, key.strip().encode())
-
-
-def rabbitmqctl(*args: str) -> str:
-    return _run([str(ROOT / "scripts" / "stack.sh"), "rabbitmqctl", *args], f"rabbitmqctl {' '.join(args)}")
-
-
-def queue_depth(queue: str) -> int:
-    """Messages ready in ``queue`` right now (a passive declare, not the sampled stats)."""
-    with Connection(BROKER_URL) as conn:
-        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-
-
-def sql(query: str, *, database: str = "postgres") -> str:
-    """Run ``query`` as the postgres superuser (psql, unaligned); its output."""
-    result = subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-d", database, "-qAtc", query],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-def terminate_db_connections() -> int:
-    """pg_terminate_backend every connection of the four services' databases."""
-    return int(
-        sql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname IN ('saga_order','saga_payment','saga_inventory','saga_shipping') "
-            "AND pid <> pg_backend_pid()"
-        )
-        or 0
-    )
 
 
 def wait_invariants(api: Api, order_id: str, timeout: float = 20.0) -> dict[str, Any]:

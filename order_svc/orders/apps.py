@@ -5,3 +5,10 @@ class DomainConfig(AppConfig):
     name = "order_svc.orders"
     label = "orders"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from common import metrics
+        from order_svc.orders.selectors import order_stuck_counts  # models: after the registry is ready
+
+        # /metrics reports saga_stuck_sagas: what the admin's Stuck sagas lists.
+        metrics.register_stuck_sagas(lambda grace: order_stuck_counts(grace_seconds=grace))

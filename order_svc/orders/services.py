@@ -13,10 +13,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from common.context import current_trace
 from common.envelope import Envelope
 from common.groupcommit import defer
-from common.observability import annotate, continuing
+from common.observability import annotate, continuing, current_trace
 from common.outbox import emit
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from common.services import SERVICES
 from tests.support import ROOT, Api, wait_invariants
 
-SERVICES = ("order", "payment", "inventory", "shipping")
 SCALE = int(os.environ.get("SAGA_AUDIT_SCALE_ORDERS", "20000"))
 TABLES = {
     "order": ["orders_order", "orders_orderline"],

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from common.services import SERVICES
 from tests.support import ROOT, Api, url
 
 CHROMIUM = Path(os.environ.get("SAGA_CHROMIUM", "/usr/bin/chromium"))
@@ -36,7 +37,6 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 FLOWER = f"http://127.0.0.1:{int(os.environ.get('SAGA_FLOWER_PORT', '5555'))}"
 ADMIN_USER = ADMIN_PASSWORD = "admin"
 TIMEOUT_MS = 15_000  # any single wait of a page (navigation, an element, a JS-rendered table)
-SERVICES = ("order", "payment", "inventory", "shipping")
 EVENT_QUEUES = [f"{service}.events" for service in SERVICES]
 
 COMPLETED_STEPS = [

@@ -7,9 +7,8 @@ import os
 
 import pytest
 
+from common.services import SERVICES
 from tests.support import rabbitmqctl
-
-SERVICES = ("order", "payment", "inventory", "shipping")
 
 
 def prefetch_by_queue() -> dict[str, set[int]]:

@@ -17,10 +17,9 @@ from amqp.exceptions import AccessRefused
 from kombu import Connection
 
 from common.envelope import Envelope
+from common.services import SERVICES
 from common.signing import SIGNATURE_HEADER, signature_of
 from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, rabbitmqctl, signature, sql
-
-SERVICES = ("order", "payment", "inventory", "shipping")
 
 
 def publish(

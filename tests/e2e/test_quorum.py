@@ -10,13 +10,13 @@ import os
 
 import pytest
 
+from common.services import SERVICES
 from tests.support import rabbitmqctl
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SAGA_QUEUE_TYPE") != "quorum",
     reason="runs in make test's quorum stage (scripts/test.sh quorum), against a quorum stack",
 )
-SERVICES = ("order", "payment", "inventory", "shipping")
 
 
 def queues() -> dict[str, dict]:

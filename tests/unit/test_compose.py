@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from common.services import SERVICES
 from tests.support import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1213,7 +1214,7 @@ def test_checks_fail_on_a_mismatch(mutation, deployment, programs, init_sql, ser
         check_all(broken, programs, init_sql, services)
 
 
-@pytest.mark.parametrize("svc", ["order", "payment", "inventory", "shipping"])
+@pytest.mark.parametrize("svc", SERVICES)
 def test_postgres_init_check_fails_without_a_database(svc, compose, init_sql, services):
     broken = re.sub(rf"(?im)^create database saga_{svc}\b.*$", "", init_sql)
     assert broken != init_sql, f"test setup: no 'CREATE DATABASE saga_{svc}' line to remove"

@@ -108,7 +108,7 @@ def test_database_gauges_are_read_at_scrape_time() -> None:
     assert 'saga_stuck_sagas{service="order",status="PENDING"} 1.0' in text
 
 
-def test_only_the_order_service_reports_stuck_sagas() -> None:
+def test_a_service_without_a_stuck_reader_reports_no_stuck_sagas() -> None:
     registry = CollectorRegistry()
     registry.register(DatabaseGauges("payment", lambda service: DatabaseState(parked=0)))
     text = generate_latest(registry).decode()
@@ -134,3 +134,14 @@ def test_a_failing_database_read_leaves_the_scrape_working(fresh, monkeypatch, c
 def test_the_real_reader_fails_cleanly_without_django() -> None:
     """No settings (as in these tests): the reader raises, the collector reports nothing."""
     assert list(DatabaseGauges("order").collect()) == []
+
+
+def test_stuck_sagas_are_reported_where_a_domain_app_registered_a_reader(monkeypatch) -> None:
+    """common/ knows no service: the order app registers how its stuck sagas are counted."""
+    monkeypatch.setattr(metrics, "_stuck_reader", [])
+    assert [f.name for f in DatabaseGauges("payment").describe()] == ["saga_parked_messages"]
+    metrics.register_stuck_sagas(lambda grace: {"PENDING": 4})
+    assert [f.name for f in DatabaseGauges("order").describe()] == [
+        "saga_parked_messages",
+        "saga_stuck_sagas",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.services import SERVICES
 from common.settings import configure, dev_event_key
 
 STRONG = {
@@ -31,7 +32,7 @@ def configured(monkeypatch: pytest.MonkeyPatch, **environ: str) -> dict:
 def test_development_defaults_work_with_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configured(monkeypatch, SAGA_DEBUG="1")
     assert settings["SAGA_EVENT_KEYS"]["payment"] == [dev_event_key("payment").encode()]
-    assert set(settings["SAGA_EVENT_KEYS"]) == {"order", "payment", "inventory", "shipping"}
+    assert set(settings["SAGA_EVENT_KEYS"]) == set(SERVICES)
 
 
 def test_production_settings_know_only_the_keys_they_are_given(monkeypatch: pytest.MonkeyPatch) -> None:
