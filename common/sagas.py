@@ -1,16 +1,41 @@
-"""Saga-level facts every service needs: per-saga serialisation, cancellation tombstones,
-and the notices that put retries and parked messages on the saga's timeline."""
+"""Saga-level facts every service needs: the step's transaction, per-saga serialisation,
+cancellation tombstones, and the notices that put retries and parked messages on the
+saga's timeline."""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import connection
+from django.db import connection, transaction
 
 from common.messaging.models import CancelledSaga
 from common.registry import NOTICE_EVENTS
 from common.statements import Statement
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def saga_step(step: Callable[P, R]) -> Callable[P, R]:
+    """A service function that changes a saga's state runs in one transaction: every write
+    and every event it emits commit together or not at all (docs/architecture.md, "Who
+    opens the transaction").
+
+    Called by a handler, it joins the consumer's transaction (one delivery, or a group-commit
+    batch, whose inbox claim and saga lock came first); called from the shell, a view or a
+    test, it is its own transaction. ``savepoint=False``: no round trip when it joins.
+    Retries inside a step (inventory's version checks) are savepoints within it.
+    """
+
+    @functools.wraps(step)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with transaction.atomic(savepoint=False):
+            return step(*args, **kwargs)
+
+    return run
 
 
 def saga_lock_key(saga_id: str) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from common.errors import require_transition
 from common.ids import new_id
 
 
@@ -40,6 +41,13 @@ class ReservationStatus(models.TextChoices):
 
 
 class Reservation(models.Model):
+    """One line of an order, held from stock: RESERVED, then RELEASED (given back) or
+    DEDUCTED (the order completed); both are final."""
+
+    TRANSITIONS = {
+        ReservationStatus.RESERVED: frozenset({ReservationStatus.RELEASED, ReservationStatus.DEDUCTED}),
+    }
+
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     order_id = models.UUIDField(db_index=True)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
@@ -59,3 +67,8 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.product_id} for {self.order_id} ({self.status})"
+
+    @classmethod
+    def require(cls, *, order_id: str, current: str, to: str) -> None:
+        """Guard a status change made in SQL (services.py settles a whole order in one UPDATE)."""
+        require_transition(cls.TRANSITIONS, what=f"reservation of order {order_id}", current=current, to=to)

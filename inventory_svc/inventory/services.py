@@ -25,9 +25,9 @@ from common.errors import AlreadyExists
 from common.groupcommit import batching
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled
+from common.sagas import saga_facts, saga_mark_cancelled, saga_step
 from inventory_svc.inventory import statements
-from inventory_svc.inventory.models import Product, ReservationStatus
+from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,6 +124,7 @@ def product_create(*, sku: str, name: str, price: Decimal, available: int) -> Pr
         raise ProductExists(f"Product {sku} already exists.") from exc
 
 
+@saga_step
 def inventory_reserve(
     *, order_id: str, customer_id: str, items: list[dict[str, Any]], shipping_address: dict[str, Any]
 ) -> None:
@@ -216,6 +217,8 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
         with connection.cursor() as cursor:
             statements.reservations_read.execute(cursor, [order_id, ReservationStatus.RESERVED.value])
             reservations = [(row[0], row[1], Stock(*row[2:])) for row in cursor.fetchall()]
+        if reservations:  # the lines read are RESERVED: the guard says where they may go
+            Reservation.require(order_id=order_id, current=ReservationStatus.RESERVED, to=to)
         for _, quantity, product in reservations:
             back = quantity if to == ReservationStatus.RELEASED else 0
             _apply(product, available=back, reserved=-quantity)
@@ -229,6 +232,7 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
     return _with_occ(attempt, what=f"{to.lower()} order {order_id}")
 
 
+@saga_step
 def inventory_release(*, order_id: str) -> None:
     """Compensation: give reserved stock back, once; confirms with InventoryReleased."""
     lines = _settle(order_id=order_id, to=ReservationStatus.RELEASED)
@@ -236,6 +240,7 @@ def inventory_release(*, order_id: str) -> None:
         emit(event_type="InventoryReleased", saga_id=order_id, payload={"lines": lines})
 
 
+@saga_step
 def inventory_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late reservation, release a present one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
@@ -243,6 +248,7 @@ def inventory_cancel(*, order_id: str, reason: str) -> None:
     emit(event_type="InventoryReleased", saga_id=order_id, payload={"lines": lines})
 
 
+@saga_step
 def inventory_deduct(*, order_id: str) -> None:
     """The order completed: reserved stock leaves the warehouse."""
     lines = _settle(order_id=order_id, to=ReservationStatus.DEDUCTED)

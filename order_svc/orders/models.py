@@ -6,11 +6,10 @@ from decimal import Decimal
 from django.db import models
 from django.utils import timezone
 
+from common.errors import IllegalTransition, require_transition
 from common.ids import new_id
 
-
-class IllegalTransition(Exception):
-    """An order was asked to move to a state its current state does not allow."""
+__all__ = ["IllegalTransition", "Order", "OrderLine", "OrderStatus", "SagaEvent", "StuckOrder"]
 
 
 class OrderStatus(models.TextChoices):
@@ -26,6 +25,16 @@ OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.COMPENSATING)
 
 
 class Order(models.Model):
+    """The saga's record: PENDING, then COMPLETED or REJECTED, or COMPENSATING until every
+    undo is confirmed, then CANCELLED. The transitions below are the only ones."""
+
+    TRANSITIONS = {
+        OrderStatus.PENDING: frozenset(
+            {OrderStatus.REJECTED, OrderStatus.COMPLETED, OrderStatus.COMPENSATING}
+        ),
+        OrderStatus.COMPENSATING: frozenset({OrderStatus.CANCELLED}),
+    }
+
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     # Indexes are in Meta: every index is written again by each UPDATE that is not HOT, and
     # ``db_index=True`` on a CharField adds a second, ``LIKE``-only one on PostgreSQL.
@@ -73,9 +82,8 @@ class Order(models.Model):
         confirmed = set(self.compensations_confirmed)
         return [name for name in self.compensations_expected if name not in confirmed]
 
-    def _require(self, *allowed: str, to: str) -> None:
-        if self.status not in allowed:
-            raise IllegalTransition(f"order {self.id}: cannot go from {self.status} to {to}")
+    def _require(self, to: str) -> None:
+        require_transition(self.TRANSITIONS, what=f"order {self.id}", current=self.status, to=to)
 
     def _finish(self, status: str, *, at: datetime | None = None) -> None:
         self.status = status
@@ -86,17 +94,17 @@ class Order(models.Model):
         self.total = total
 
     def mark_rejected(self, *, reason: str) -> None:
-        self._require(OrderStatus.PENDING, to=OrderStatus.REJECTED)
+        self._require(OrderStatus.REJECTED)
         self.failure_reason = reason
         self._finish(OrderStatus.REJECTED)
 
     def mark_completed(self) -> None:
-        self._require(OrderStatus.PENDING, to=OrderStatus.COMPLETED)
+        self._require(OrderStatus.COMPLETED)
         self._finish(OrderStatus.COMPLETED)
 
     def start_compensation(self, *, reason: str, expected: list[str]) -> None:
         """Go COMPENSATING until every event in ``expected`` confirmed its undo."""
-        self._require(OrderStatus.PENDING, to=OrderStatus.COMPENSATING)
+        self._require(OrderStatus.COMPENSATING)
         self.status = OrderStatus.COMPENSATING
         self.failure_reason = reason
         self.compensations_expected = sorted(set(expected))
@@ -111,6 +119,7 @@ class Order(models.Model):
 
     def _cancel_if_compensated(self) -> None:
         if not self.compensations_pending:
+            self._require(OrderStatus.CANCELLED)
             self._finish(OrderStatus.CANCELLED)
 
 

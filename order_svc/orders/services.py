@@ -17,6 +17,7 @@ from common.envelope import Envelope
 from common.groupcommit import defer
 from common.observability import annotate, continuing, current_trace
 from common.outbox import emit
+from common.sagas import saga_step
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderStatus
@@ -210,26 +211,26 @@ def _replay(idempotency_key: str, fingerprint: str) -> Order | None:
     return existing
 
 
+@saga_step
 def timeline_note(*, order_id: str, envelope: Envelope) -> None:
     """Add a notice to the order's saga view (dropped, with a log line, if there is no such order)."""
     _record(order_id, envelope, notice=True)
 
 
+@saga_step
 def timeline_record(*, order_id: str, envelope: Envelope) -> None:
     """Add an event from another service to the order's saga view (OrderNotFound if no such order)."""
     _record(order_id, envelope)
 
 
+@saga_step
 def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal]) -> None:
-    with transaction.atomic(savepoint=False):
-        order = _locked(order_id)
-        order.price(total=total)
-        if unit_prices:  # one UPDATE for all lines
-            with connection.cursor() as cursor:
-                statements.lines_price.execute(
-                    cursor, [list(unit_prices), list(unit_prices.values()), order.id]
-                )
-        _save(order)
+    order = _locked(order_id)
+    order.price(total=total)
+    if unit_prices:  # one UPDATE for all lines
+        with connection.cursor() as cursor:
+            statements.lines_price.execute(cursor, [list(unit_prices), list(unit_prices.values()), order.id])
+    _save(order)
 
 
 def _pending_or_late(order_id: str, event: str) -> Order | None:
@@ -252,21 +253,21 @@ def _pending_or_late(order_id: str, event: str) -> Order | None:
     return order
 
 
+@saga_step
 def order_reject(*, order_id: str, reason: str) -> None:
-    with transaction.atomic(savepoint=False):
-        order = _pending_or_late(order_id, "InventoryRejected")
-        if order is not None:
-            order.mark_rejected(reason=reason)
-            _save(order)
+    order = _pending_or_late(order_id, "InventoryRejected")
+    if order is not None:
+        order.mark_rejected(reason=reason)
+        _save(order)
 
 
+@saga_step
 def order_compensate(*, order_id: str, failed_step: str, reason: str) -> None:
     """A step failed after others acted: wait for their undos, then CANCELLED."""
-    with transaction.atomic(savepoint=False):
-        order = _pending_or_late(order_id, failed_step)
-        if order is not None:
-            order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
-            _save(order)
+    order = _pending_or_late(order_id, failed_step)
+    if order is not None:
+        order.start_compensation(reason=reason, expected=COMPENSATIONS_AFTER[failed_step])
+        _save(order)
 
 
 def order_cancel(*, order_id: str, reason: str) -> Order:
@@ -307,20 +308,20 @@ def order_cancel_overdue(*, limit: int = 500) -> int:
     return cancelled
 
 
+@saga_step
 def order_confirm_compensation(*, order_id: str, event_type: str) -> None:
-    with transaction.atomic(savepoint=False):
-        order = _locked(order_id)
-        order.confirm_compensation(event_type)
-        _save(order)
+    order = _locked(order_id)
+    order.confirm_compensation(event_type)
+    _save(order)
 
 
+@saga_step
 def order_complete(*, order_id: str) -> None:
-    with transaction.atomic(savepoint=False):
-        order = _pending_or_late(order_id, "ShipmentScheduled")
-        if order is not None:
-            order.mark_completed()
-            _save(order)
-            _emit(order, "OrderCompleted", {})
+    order = _pending_or_late(order_id, "ShipmentScheduled")
+    if order is not None:
+        order.mark_completed()
+        _save(order)
+        _emit(order, "OrderCompleted", {})
 
 
 def order_age_seconds(order: Order, at: datetime | None = None) -> float:

@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from common.errors import AlreadyExists
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled
+from common.sagas import saga_facts, saga_mark_cancelled, saga_step
 from payment_svc.payments import statements
 from payment_svc.payments.models import Account, PaymentKind
 
@@ -56,6 +56,7 @@ def _decline(order_id: str, customer_id: str, money: str, code: str, reason: str
     )
 
 
+@saga_step
 def payment_charge(
     *, order_id: str, customer_id: str, amount: Decimal, shipping_address: dict[str, Any] | None
 ) -> None:
@@ -123,6 +124,7 @@ def _refund(order_id: str) -> tuple[Charge | None, bool]:
     return charge, True
 
 
+@saga_step
 def payment_refund(*, order_id: str) -> None:
     """Compensation: give the order's charge back, once; confirms with PaymentRefunded."""
     charge, refunded = _refund(order_id)
@@ -134,6 +136,7 @@ def payment_refund(*, order_id: str) -> None:
         )
 
 
+@saga_step
 def payment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late charge, refund a present one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)

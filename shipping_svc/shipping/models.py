@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from common.errors import require_transition
 from common.ids import new_id
 
 
@@ -24,6 +25,10 @@ class ShipmentStatus(models.TextChoices):
 
 
 class Shipment(models.Model):
+    """The order's one shipment: SCHEDULED, then CANCELLED if the order is cancelled (final)."""
+
+    TRANSITIONS = {ShipmentStatus.SCHEDULED: frozenset({ShipmentStatus.CANCELLED})}
+
     id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     order_id = models.UUIDField(unique=True)
     status = models.CharField(max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.SCHEDULED)
@@ -36,3 +41,8 @@ class Shipment(models.Model):
 
     def __str__(self) -> str:
         return f"shipment {self.id} for {self.order_id} ({self.status})"
+
+    @classmethod
+    def require(cls, *, order_id: str, current: str, to: str) -> None:
+        """Guard a status change made in SQL (services.py reads and updates the row by id)."""
+        require_transition(cls.TRANSITIONS, what=f"shipment of order {order_id}", current=current, to=to)

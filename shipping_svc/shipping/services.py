@@ -11,9 +11,9 @@ from django.db import connection
 
 from common.ids import new_id
 from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled
+from common.sagas import saga_facts, saga_mark_cancelled, saga_step
 from shipping_svc.shipping import statements
-from shipping_svc.shipping.models import ShipmentStatus
+from shipping_svc.shipping.models import Shipment, ShipmentStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,14 @@ def country_served(country: str) -> bool:
     return country not in settings.SHIPPING_UNSERVED_COUNTRIES and ("*" in served or country in served)
 
 
+@saga_step
 def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
     # Once per order (a duplicate changes nothing): one INSERT … ON CONFLICT DO NOTHING.
     with connection.cursor() as cursor:
         statements.destination_insert.execute(cursor, [order_id, address["country"], json.dumps(address)])
 
 
+@saga_step
 def shipment_schedule(*, order_id: str, shipping_address: dict[str, Any] | None = None) -> None:
     """Schedule the paid order's shipment: ShipmentScheduled, or ShipmentFailed (no shipment).
 
@@ -79,13 +81,15 @@ def shipment_schedule(*, order_id: str, shipping_address: dict[str, Any] | None 
     )
 
 
+@saga_step
 def shipment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late shipment, cancel a scheduled one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
     with connection.cursor() as cursor:  # plain SQL: this runs for every cancelled saga
         statements.shipment_read.execute(cursor, [order_id])
         shipment = cursor.fetchone()  # order_id is unique: one shipment at most
-        if shipment is not None and shipment[1] == ShipmentStatus.SCHEDULED:
+        if shipment is not None and shipment[1] != ShipmentStatus.CANCELLED:  # cancelled once only
+            Shipment.require(order_id=order_id, current=shipment[1], to=ShipmentStatus.CANCELLED)
             statements.shipment_set_status.execute(cursor, [ShipmentStatus.CANCELLED.value, shipment[0]])
     emit(
         event_type="ShipmentCancelled",

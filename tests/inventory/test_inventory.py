@@ -221,3 +221,14 @@ def test_cancel_after_reserving_releases_once_whatever_else_asks(stock) -> None:
     assert events[2]["payload"]["lines"] == []
     conserved("b-bolt")
     conserved("a-anvil")
+
+
+def test_a_reservation_is_released_or_deducted_once_and_for_good():
+    from common.errors import IllegalTransition
+
+    for to in ("RELEASED", "DEDUCTED"):
+        Reservation.require(order_id="o1", current="RESERVED", to=to)
+    for current in ("RELEASED", "DEDUCTED"):
+        for to in ("RESERVED", "RELEASED", "DEDUCTED"):
+            with pytest.raises(IllegalTransition, match=f"of order o1: cannot go from {current} to {to}"):
+                Reservation.require(order_id="o1", current=current, to=to)

@@ -123,3 +123,14 @@ def test_cancel_after_scheduling_cancels_the_shipment() -> None:
     assert shipment.status == "CANCELLED"
     assert outbox_types(order_id) == ["ShipmentScheduled", "ShipmentCancelled"]
     assert outbox_events(order_id)[1]["payload"] == {"shipment_id": str(shipment.id)}
+
+
+def test_a_shipment_moves_only_from_scheduled_to_cancelled():
+    from common.errors import IllegalTransition
+
+    Shipment.require(order_id="o1", current="SCHEDULED", to="CANCELLED")
+    for current, to in [("CANCELLED", "SCHEDULED"), ("CANCELLED", "CANCELLED"), ("SCHEDULED", "SCHEDULED")]:
+        with pytest.raises(
+            IllegalTransition, match=f"shipment of order o1: cannot go from {current} to {to}"
+        ):
+            Shipment.require(order_id="o1", current=current, to=to)
