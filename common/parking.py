@@ -14,11 +14,15 @@ import json
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from common.broker import Publisher, topology
-from common.envelope import EnvelopeError, loads
+from common.context import handling
+from common.envelope import Envelope, EnvelopeError, loads
 from common.messaging.models import ParkedAction, ParkedMessage, ParkedStatus
+from common.outbox import emit
+from common.registry import NOTICE_EVENTS
 from common.signing import SIGNATURE_HEADER
 
 ATTEMPT_HEADER = "x-saga-attempt"
@@ -107,13 +111,6 @@ def parked_ingest(*, body: bytes, headers: dict[str, Any]) -> ParkedMessage:
 
 def _announce(message: ParkedMessage) -> None:
     """Put the parked step on its saga's timeline (MessageParked), if it belongs to one."""
-    from django.conf import settings
-
-    from common.context import handling
-    from common.envelope import Envelope, EnvelopeError
-    from common.outbox import emit
-    from common.registry import NOTICE_EVENTS
-
     try:
         envelope = Envelope.from_json(bytes(message.body))
     except EnvelopeError:

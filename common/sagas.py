@@ -9,9 +9,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from django.conf import settings
 from django.db import connection, transaction
 
+from common.context import current_event
 from common.messaging.models import CancelledSaga
+from common.outbox import emit
 from common.registry import NOTICE_EVENTS
 from common.statements import Statement
 
@@ -86,11 +89,6 @@ def saga_facts(statement: Statement, params: list[Any]) -> tuple[Any, ...]:
 
 def note_retried(*, event_type: str, event_id: str, attempts: int, last_error: str) -> None:
     """Inside the handler's transaction: this event was handled after ``attempts`` retries."""
-    from django.conf import settings
-
-    from common.context import current_event
-    from common.outbox import emit
-
     cause = current_event()
     if cause is None or event_type in NOTICE_EVENTS:
         return
