@@ -1,21 +1,9 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from common.admin import ReadOnlyAdmin
 from common.messaging.models import InboxMessage, OutboxMessage, ParkedAction, ParkedMessage
 from common.parking import parked_discard, parked_replay
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Messaging rows are evidence; the admin shows them and never edits them."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(OutboxMessage)

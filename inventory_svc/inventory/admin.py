@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from inventory_svc.inventory.models import Product, Reservation
 
 admin.site.site_header = "Inventory service"
@@ -13,14 +14,8 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(ReadOnlyAdmin):
     list_display = ("order_id", "product", "quantity", "unit_price", "status", "created_at")
     list_filter = ("status",)
     search_fields = ("order_id", "product__sku")
     readonly_fields = [f.name for f in Reservation._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -10,23 +10,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from common.admin import ReadOnlyAdmin, ReadOnlyInline
 from order_svc.orders import selectors
 from order_svc.orders.models import Order, OrderLine, StuckOrder
 
 admin.site.site_header = "Order service — sagas"
 admin.site.site_title = "Order service"
 admin.site.index_title = "Orders, their sagas, and what needs a person"
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class OrderLineInline(ReadOnlyInline):
@@ -70,7 +60,7 @@ def _service_link(service: str, path: str, text: str) -> SafeString:
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     """Saga state is read-only here: orders change only through events and services."""
 
     list_display = ("id", "status", "customer_id", "total", "age", "failure_reason", "created_at")
@@ -173,15 +163,6 @@ class OrderAdmin(admin.ModelAdmin):
             for service in ("order", "inventory", "payment", "shipping")
         ]
         return format_html_join(" · ", "{}", ((link,) for link in links))
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(StuckOrder)

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from payment_svc.payments.models import Account, Payment
 
 admin.site.site_header = "Payment service"
@@ -13,14 +14,8 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(ReadOnlyAdmin):
     list_display = ("order_id", "customer_id", "kind", "amount", "created_at")
     list_filter = ("kind",)
     search_fields = ("order_id", "customer_id")
     readonly_fields = [f.name for f in Payment._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -1,26 +1,21 @@
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from shipping_svc.shipping.models import Destination, Shipment
 
 admin.site.site_header = "Shipping service"
 
 
 @admin.register(Shipment)
-class ShipmentAdmin(admin.ModelAdmin):
+class ShipmentAdmin(ReadOnlyAdmin):
     list_display = ("order_id", "status", "country", "created_at")
     list_filter = ("status", "country")
     search_fields = ("order_id",)
     readonly_fields = [f.name for f in Shipment._meta.fields]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
 
 @admin.register(Destination)
-class DestinationAdmin(admin.ModelAdmin):
+class DestinationAdmin(ReadOnlyAdmin):
     list_display = ("order_id", "country", "created_at")
     search_fields = ("order_id",)
     readonly_fields = ("order_id", "country", "address", "created_at")
-
-    def has_add_permission(self, request) -> bool:
-        return False
