@@ -483,12 +483,13 @@ def _sql_client(
     results: multiprocessing.queues.Queue,
     group: int = 1,
 ) -> None:
-    """Run saga steps for ``seconds`` once ``go`` is set; report steps, conflicts, latencies."""
-    if group > 1:
-        _sql_group_client(params, seconds, go, results, group)
-        return
+    """Run saga steps for ``seconds`` once ``go`` is set; report steps, conflicts, latencies.
+
+    ``group`` 1: one step per transaction. More: ``group`` steps per transaction, as the
+    services' group commit does (see :func:`_group_step`); a step's latency is its batch's.
+    """
     rng = random.Random()  # reseeded from os.urandom: forked clients must not share a sequence
-    body = BODY.decode()
+    step = _one_step if group == 1 else _group_step
     try:
         conn = _connect(params)
         try:
@@ -501,78 +502,11 @@ def _sql_client(
             start = now = time.perf_counter()
             deadline = start + seconds
             while now < deadline:
-                product = rng.randint(1, PRODUCTS)
-                cur.execute(_SELECT, (product,))
-                _available, version = cur.fetchone()
-                cur.execute(_UPDATE, (product, version))
-                if cur.rowcount != 1:  # another client moved the version: the step would retry
+                if not step(cur, rng, group):  # another client moved a version: the step would retry
                     conn.rollback()
                     conflicts += 1
                     now = time.perf_counter()
                     continue
-                saga_id = str(uuid.uuid4())
-                cur.execute(_INBOX, (str(uuid.uuid4()), saga_id))
-                cur.execute(_OUTBOX, (str(uuid.uuid4()), saga_id, body))
-                conn.commit()
-                end = time.perf_counter()
-                latencies.append(end - now)
-                now = end
-            report = {
-                "role": "client",
-                "steps": len(latencies),
-                "conflicts": conflicts,
-                "elapsed": now - start,
-            }
-            results.put(report | {"latencies": latencies})
-        finally:
-            conn.close()
-    except Exception as exc:
-        results.put({"role": "client", "error": f"{type(exc).__name__}: {exc}"})
-        raise
-
-
-def _sql_group_client(
-    params: dict[str, Any],
-    seconds: float,
-    go: multiprocessing.synchronize.Event,
-    results: multiprocessing.queues.Queue,
-    group: int,
-) -> None:
-    """``group`` steps per transaction, as the services' group commit does: each product locked,
-    read and version-checked (in id order, so that clients never wait on each other in a
-    cycle), the inbox and outbox rows one INSERT each, one COMMIT. A step's latency is its
-    batch's."""
-    rng = random.Random()
-    try:
-        conn = _connect(params)
-        try:
-            cur = conn.cursor()
-            results.put({"role": "connected"})
-            if not go.wait(60):
-                raise TimeoutError("never told to start")
-            latencies: list[float] = []
-            conflicts = 0
-            start = now = time.perf_counter()
-            deadline = start + seconds
-            while now < deadline:
-                products = sorted(rng.sample(range(1, PRODUCTS + 1), group))
-                conflict = False
-                for product in products:
-                    cur.execute(_SELECT_LOCKED, (product,))
-                    _available, version = cur.fetchone()
-                    cur.execute(_UPDATE, (product, version))
-                    if cur.rowcount != 1:
-                        conflict = True
-                        break
-                if conflict:
-                    conn.rollback()
-                    conflicts += 1
-                    now = time.perf_counter()
-                    continue
-                events = [str(uuid.uuid4()) for _ in products]
-                sagas = [str(uuid.uuid4()) for _ in products]
-                cur.execute(_INBOX_MANY, (events, sagas))
-                cur.execute(_OUTBOX_MANY, (BODY.decode(), [str(uuid.uuid4()) for _ in products], sagas))
                 conn.commit()
                 end = time.perf_counter()
                 latencies.extend([end - now] * group)
@@ -591,6 +525,39 @@ def _sql_group_client(
     except Exception as exc:
         results.put({"role": "client", "error": f"{type(exc).__name__}: {exc}"})
         raise
+
+
+def _one_step(cur: Any, rng: random.Random, group: int) -> bool:
+    """One saga step: read a product, version-checked update, inbox and outbox rows. False on
+    a version conflict (nothing written that the caller's rollback would not undo)."""
+    product = rng.randint(1, PRODUCTS)
+    cur.execute(_SELECT, (product,))
+    _available, version = cur.fetchone()
+    cur.execute(_UPDATE, (product, version))
+    if cur.rowcount != 1:
+        return False
+    saga_id = str(uuid.uuid4())
+    cur.execute(_INBOX, (str(uuid.uuid4()), saga_id))
+    cur.execute(_OUTBOX, (str(uuid.uuid4()), saga_id, BODY.decode()))
+    return True
+
+
+def _group_step(cur: Any, rng: random.Random, group: int) -> bool:
+    """``group`` steps for one transaction: each product locked, read and version-checked (in
+    id order, so that clients never wait on each other in a cycle), the inbox and outbox rows
+    one INSERT each. False on a version conflict."""
+    products = sorted(rng.sample(range(1, PRODUCTS + 1), group))
+    for product in products:
+        cur.execute(_SELECT_LOCKED, (product,))
+        _available, version = cur.fetchone()
+        cur.execute(_UPDATE, (product, version))
+        if cur.rowcount != 1:
+            return False
+    events = [str(uuid.uuid4()) for _ in products]
+    sagas = [str(uuid.uuid4()) for _ in products]
+    cur.execute(_INBOX_MANY, (events, sagas))
+    cur.execute(_OUTBOX_MANY, (BODY.decode(), [str(uuid.uuid4()) for _ in products], sagas))
+    return True
 
 
 def _sql_run(params: dict[str, Any], clients: int, seconds: float, group: int = 1) -> dict[str, Any]:

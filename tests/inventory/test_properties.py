@@ -25,7 +25,7 @@ from common.envelope import Envelope
 from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
-from tests.events import deliver_batch, envelope
+from tests.events import deliver_batch, deliver_drawn_batch, envelope
 
 SKUS = ("hot-a", "hot-b")
 STOCK = 6
@@ -69,20 +69,7 @@ class InventoryMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def batch(self, data: st.DataObject) -> None:
         """The worker takes what arrived: the next ``size`` deliveries, maybe one of them twice."""
-        size = data.draw(st.integers(1, len(self.pending)), label="batch size")
-        taken, self.pending = self.pending[:size], self.pending[size:]
-        if data.draw(st.booleans(), label="a duplicate inside the batch"):
-            copied = data.draw(st.integers(0, size - 1))
-            taken.insert(data.draw(st.integers(copied + 1, size)), taken[copied])
-        seen = {e.event_id for saga in self.sagas for e in saga.delivered}
-        outcomes = deliver_batch([event for _, event in taken])
-        for (saga, event), outcome in zip(taken, outcomes, strict=True):
-            first = event.event_id not in seen
-            seen.add(event.event_id)
-            expected = Disposition.HANDLED if first else Disposition.DUPLICATE
-            assert outcome.disposition is expected, (event.event_type, outcome)
-            if first:
-                saga.delivered.append(event)
+        taken, self.pending = deliver_drawn_batch(data, self.pending, self.sagas)
         for saga, _ in taken:
             saga.reserved = Reservation.objects.filter(order_id=saga.order_id).exists()
 

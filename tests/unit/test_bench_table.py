@@ -36,6 +36,15 @@ def report(*, idle: int, closed: int) -> dict[str, Any]:
     }
 
 
+def _run(side: str, sagas_per_s: float, cpu_ms: float, *, pg: float) -> dict:
+    return {
+        "side": side,
+        "sagas_per_s": sagas_per_s,
+        "cpu_ms_per_saga": cpu_ms,
+        "cpu_ms_per_saga_by_process": {"pg": pg},
+    }
+
+
 def test_a_run_of_no_orders_has_no_row() -> None:
     printed = table(report(idle=0, closed=0))
     assert "idle" not in printed
@@ -78,30 +87,10 @@ def test_ab_settings_are_the_services_settings_only() -> None:
 
 def test_the_ab_summary_is_each_sides_mean_and_b_over_a() -> None:
     runs = [
-        {
-            "side": "A",
-            "sagas_per_s": 100.0,
-            "cpu_ms_per_saga": 20.0,
-            "cpu_ms_per_saga_by_process": {"pg": 5.0},
-        },
-        {
-            "side": "B",
-            "sagas_per_s": 50.0,
-            "cpu_ms_per_saga": 40.0,
-            "cpu_ms_per_saga_by_process": {"pg": 9.0},
-        },
-        {
-            "side": "B",
-            "sagas_per_s": 60.0,
-            "cpu_ms_per_saga": 36.0,
-            "cpu_ms_per_saga_by_process": {"pg": 11.0},
-        },
-        {
-            "side": "A",
-            "sagas_per_s": 80.0,
-            "cpu_ms_per_saga": 22.0,
-            "cpu_ms_per_saga_by_process": {"pg": 7.0},
-        },
+        _run("A", 100.0, 20.0, pg=5.0),
+        _run("B", 50.0, 40.0, pg=9.0),
+        _run("B", 60.0, 36.0, pg=11.0),
+        _run("A", 80.0, 22.0, pg=7.0),
     ]
     summary = ab.ab_summary(runs)
     assert summary["A"]["sagas_per_s"] == 90.0
