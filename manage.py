@@ -12,7 +12,7 @@ import sys
 from common.services import SERVICES
 
 # Commands that span the four services rather than run inside one.
-PLATFORM_COMMANDS = {"saga": "common.choreography", "audit": "common.audit"}
+PLATFORM_COMMANDS = {"saga": "tools.choreography", "audit": "tools.audit"}
 
 
 def main() -> None:

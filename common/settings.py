@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from common.observability import logging_config
+from common.observability.logs import logging_config
 from common.services import DEFAULT_PORTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -109,6 +109,19 @@ def event_keys(*, debug: bool) -> dict[str, list[bytes]]:
     return keys
 
 
+def database_params(service: str) -> dict[str, str]:
+    """How to reach a service's database (psycopg2's keywords): Django's DATABASES below,
+    and the tools that read the four databases (the audit, the bench), use this one rule."""
+    upper = service.upper()
+    return {
+        "dbname": env(f"SAGA_{upper}_DB_NAME", f"saga_{service}"),
+        "user": env(f"SAGA_{upper}_DB_USER", f"saga_{service}"),
+        "password": env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}"),
+        "host": env("SAGA_DB_HOST", "127.0.0.1"),
+        "port": env("SAGA_DB_PORT", "5432"),
+    }
+
+
 def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> None:
     """Fill a service's settings module namespace with the shared settings."""
     upper = service.upper()
@@ -123,7 +136,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
     signing_keys = event_keys(debug=debug)
     if not debug:
         defaults = []
-        if env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}") == f"saga_{service}":
+        if database_params(service)["password"] == f"saga_{service}":
             defaults.append(f"SAGA_{upper}_DB_PASSWORD")
         amqp_password = env(f"SAGA_{upper}_AMQP_PASSWORD", dev_amqp_password(service))
         if not os.environ.get("SAGA_BROKER_URL") and amqp_password == dev_amqp_password(service):
@@ -147,7 +160,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
                 + ", ".join(sorted(weak))
                 + " is a development default or shorter than 16 bytes"
             )
-    db_name = env(f"SAGA_{upper}_DB_NAME", f"saga_{service}")
+    db = database_params(service)
     namespace.update(
         SERVICE_NAME=service,
         SAGA_EVENT_KEYS=signing_keys,
@@ -172,7 +185,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         ],
         MIDDLEWARE=[
             "django_prometheus.middleware.PrometheusBeforeMiddleware",
-            "common.api.BodySizeLimitMiddleware",
+            "common.web.api.BodySizeLimitMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,7 +201,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         TEMPLATES=[
             {
                 "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "DIRS": [BASE_DIR / "common" / "templates"],
+                "DIRS": [],
                 "APP_DIRS": True,
                 "OPTIONS": {
                     "context_processors": [
@@ -202,11 +215,11 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         DATABASES={
             "default": {
                 "ENGINE": "django.db.backends.postgresql",
-                "NAME": db_name,
-                "USER": env(f"SAGA_{upper}_DB_USER", f"saga_{service}"),
-                "PASSWORD": env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}"),
-                "HOST": env("SAGA_DB_HOST", "127.0.0.1"),
-                "PORT": env("SAGA_DB_PORT", "5432"),
+                "NAME": db["dbname"],
+                "USER": db["user"],
+                "PASSWORD": db["password"],
+                "HOST": db["host"],
+                "PORT": db["port"],
                 # Persistent connections: workers and relays handle thousands of
                 # short transactions; reconnecting each time would dominate.
                 "CONN_MAX_AGE": None,
@@ -217,12 +230,12 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
                     "options": (
                         f"-c lock_timeout={env_int('SAGA_DB_LOCK_TIMEOUT_MS', 2000)} "
                         f"-c statement_timeout={env_int('SAGA_DB_STATEMENT_TIMEOUT_MS', 10000)} "
-                        # Our prepared statements (common/statements.py) are planned once.
+                        # Our prepared statements (common/messaging/statements.py) are planned once.
                         "-c plan_cache_mode=force_generic_plan"
                     ),
                     "connect_timeout": 5,
                 },
-                "TEST": {"NAME": f"test_{db_name}"},
+                "TEST": {"NAME": f"test_{db['dbname']}"},
             }
         },
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
@@ -238,13 +251,13 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024,
         DATA_UPLOAD_MAX_NUMBER_FIELDS=20000,
         REST_FRAMEWORK={
-            "DEFAULT_AUTHENTICATION_CLASSES": ["common.api.BearerTokenAuthentication"],
+            "DEFAULT_AUTHENTICATION_CLASSES": ["common.web.api.BearerTokenAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
             "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-            "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+            "DEFAULT_PAGINATION_CLASS": "common.web.api.Pagination",
             "PAGE_SIZE": 50,
-            "EXCEPTION_HANDLER": "common.api.exception_handler",
+            "EXCEPTION_HANDLER": "common.web.api.exception_handler",
             "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
             "UNAUTHENTICATED_USER": None,
             "COERCE_DECIMAL_TO_STRING": True,
@@ -270,7 +283,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
         # Quorum queues only: deliveries of one message from <service>.events before the
-        # broker parks it (common/topology.py).
+        # broker parks it (common/messaging/topology.py).
         SAGA_DELIVERY_LIMIT=env_int("SAGA_DELIVERY_LIMIT", 20),
         SAGA_BROKER_URL=broker_url(service),
         SAGA_RETRY_DELAYS_MS=retry_delays_ms(),
@@ -278,18 +291,18 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_RELAY_BATCH=env_int("SAGA_RELAY_BATCH", 200),
         SAGA_RELAY_SWEEP_SECONDS=env_float("SAGA_RELAY_SWEEP_SECONDS", 1.0),
         # Publish each event right after its transaction commits, from a per-process
-        # publishing thread (common/direct.py); the relay then only sweeps rows older than
+        # publishing thread (common/messaging/direct.py); the relay then only sweeps rows older than
         # the grace period. Off: the relay publishes everything, woken by NOTIFY.
         SAGA_PUBLISH_ON_COMMIT=env_bool("SAGA_PUBLISH_ON_COMMIT", True),
         SAGA_RELAY_GRACE_SECONDS=env_float("SAGA_RELAY_GRACE_SECONDS", 2.0),
         SAGA_PREFETCH=env_int("SAGA_PREFETCH", 32),
         # Group commit: at most this many deliveries share one transaction and one ack
-        # (common/consumer.py); 1 handles each on its own.
+        # (common/messaging/consumer.py); 1 handles each on its own.
         SAGA_BATCH_MAX=env_int("SAGA_BATCH_MAX", 16),
-        # The hot paths' SQL is prepared once per connection (common/statements.py); off for
+        # The hot paths' SQL is prepared once per connection (common/messaging/statements.py); off for
         # a pooler that does not keep sessions (PgBouncer in transaction mode).
         SAGA_DB_PREPARE=env_bool("SAGA_DB_PREPARE", True),
-        # Housekeeping (common/purge.py, run by each relay): an inbox row is kept
+        # Housekeeping (common/messaging/purge.py, run by each relay): an inbox row is kept
         # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
         SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),
         SAGA_OUTBOX_RETENTION_SECONDS=env_float("SAGA_OUTBOX_RETENTION_SECONDS", 24 * 3600.0),
@@ -299,7 +312,7 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # An event body larger than this is parked unread (events are small: < 10 KiB).
         SAGA_MAX_EVENT_BYTES=env_int("SAGA_MAX_EVENT_BYTES", 256 * 1024),
         # Celery: the worker hosts our event consumer (a bootstep) and runs the
-        # service's periodic tasks; see common/celery.py.
+        # service's periodic tasks; see common/messaging/celery.py.
         CELERY_BROKER_URL=broker_url(service),
         CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=True,
         CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
@@ -314,6 +327,6 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         CELERY_TASK_SEND_SENT_EVENT=True,
         CELERY_TASK_IGNORE_RESULT=True,
         CELERY_WORKER_HIJACK_ROOT_LOGGER=False,
-        CELERY_WORKER_CONSUMER="common.celery:SagaConsumer",
+        CELERY_WORKER_CONSUMER="common.messaging.celery:SagaConsumer",
         LOGGING=logging_config(service, env("SAGA_LOG_LEVEL", "INFO")),
     )

@@ -1,5 +1,5 @@
-from common.urls import service_urlpatterns
+from common.web.urls import service_urlpatterns
 
 urlpatterns = service_urlpatterns("inventory_svc.inventory.urls")
-handler404 = "common.api.handler404"
-handler500 = "common.api.handler500"
+handler404 = "common.web.api.handler404"
+handler500 = "common.web.api.handler500"

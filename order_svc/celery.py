@@ -2,6 +2,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "order_svc.settings")
 
-from common.celery import make_celery  # noqa: E402
+from common.messaging.celery import make_celery  # noqa: E402
 
 app = make_celery("order")

@@ -59,8 +59,8 @@ import psycopg2  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import scripts.bench_ceiling as bench_ceiling  # noqa: E402
-from common.audit import database_params  # noqa: E402
 from common.services import SERVICES  # noqa: E402
+from common.settings import database_params  # noqa: E402
 from scripts import pinning  # noqa: E402
 from scripts.client import Api  # noqa: E402
 from scripts.machine_sampler import MachineSampler, cpu_jiffies  # noqa: E402

@@ -85,7 +85,7 @@ QUEUE_EXPIRES_MS = 300_000  # safety net: the broker drops the queue if a killed
 # shipping, InventoryReserved to order and payment, PaymentCompleted to order and
 # shipping, ShipmentScheduled, OrderCompleted, InventoryDeducted) and 10 transactions
 # (the POST, one per handled delivery). Publishing what a transaction emitted needs no
-# transaction of its own: the pushers mark published rows in batches (common/direct.py).
+# transaction of its own: the pushers mark published rows in batches (common/messaging/direct.py).
 BUSY_WARNING = 0.15  # share of the CPUs busy before the run above which the figures are suspect
 DEFAULT_DELIVERIES = 9.0
 DEFAULT_TRANSACTIONS = 10.0
@@ -727,7 +727,7 @@ def default_db_params(service: str = "order") -> dict[str, str]:
     """The service database's connection parameters, from the same variables as the services."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from common.audit import database_params  # no Django settings needed
+    from common.settings import database_params  # no Django settings needed
 
     return database_params(service)
 

@@ -21,7 +21,7 @@ from common.services import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_URL = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
-FAULTS_FILE = ROOT / "var" / "faults"  # re-read by every process when it changes (common/faults.py)
+FAULTS_FILE = ROOT / "var" / "faults"  # re-read by every process when it changes (common/messaging/faults.py)
 DATABASES = tuple(f"saga_{service}" for service in SERVICES)
 
 
@@ -96,7 +96,7 @@ def terminate_db_connections() -> int:
 
 def set_faults(spec: str) -> None:
     """Switch fault injection on in every running process (``[service/]point=action``, see
-    common/faults.py); written whole, so that no process reads half a file."""
+    common/messaging/faults.py); written whole, so that no process reads half a file."""
     tmp = FAULTS_FILE.with_suffix(".tmp")
     tmp.write_text(spec)
     tmp.replace(FAULTS_FILE)

@@ -152,7 +152,7 @@ serverurl=unix://{VAR}/run/supervisor.sock
                 f"{service}-web",
                 f"{bin_}/gunicorn {service}_svc.wsgi -b 127.0.0.1:{port} -w {web_workers} "
                 f"-k gthread --threads 4 --timeout 30 --graceful-timeout 10 "
-                f"-c {ROOT}/common/gunicorn_conf.py",
+                f"-c {ROOT}/common/web/gunicorn_conf.py",
                 service=service,
             )
         )

@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(autouse=True)
 def _pusher_stopped_after_each_test():
     """Events a test published on commit are out (and the pusher's connection closed) before
-    the next test starts, or the test database is dropped (common/direct.py)."""
+    the next test starts, or the test database is dropped (common/messaging/direct.py)."""
     yield
-    direct = sys.modules.get("common.direct")
+    direct = sys.modules.get("common.messaging.direct")
     if direct is not None:
         direct.pusher().stop(timeout=10)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common.broker import registry
-from common.consumer import Outcome, process_batch, process_delivery, read_delivery
-from common.envelope import Envelope
+from common.messaging.broker import registry
+from common.messaging.consumer import Outcome, process_batch, process_delivery, read_delivery
+from common.messaging.envelope import Envelope
 
 
 def envelope(
@@ -20,7 +20,7 @@ def envelope(
     schema_version: int = 1,
 ) -> Envelope:
     """An event as its producer (by default, the service the contract allows) would emit it."""
-    from common.contracts import allowed_producers
+    from common.messaging.contracts import allowed_producers
 
     return Envelope(
         event_type=event_type,
@@ -65,7 +65,7 @@ def deliver_drawn_batch(
     Returns (taken, still pending)."""
     import hypothesis.strategies as st
 
-    from common.consumer import Disposition
+    from common.messaging.consumer import Disposition
 
     size = data.draw(st.integers(1, len(pending)), label="batch size")
     taken, rest = pending[:size], pending[size:]
@@ -90,7 +90,7 @@ def signed_as(body: bytes, producer: str | None = None) -> str:
 
     from django.conf import settings
 
-    from common.signing import signature_of
+    from common.messaging.signing import signature_of
 
     if producer is None:
         try:

@@ -156,8 +156,8 @@ def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
 
 def signature(producer: str, body: bytes) -> str:
     """What ``producer`` would sign ``body`` with: its key from the environment, as the stack has it."""
+    from common.messaging.signing import signature_of
     from common.settings import dev_event_key
-    from common.signing import signature_of
 
     key = os.environ.get(f"SAGA_EVENT_KEY_{producer.upper()}", dev_event_key(producer)).split(",")[0]
     return signature_of(body, key.strip().encode())

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from common.admin import ReadOnlyAdmin
 from common.messaging.models import InboxMessage, OutboxMessage, ParkedAction, ParkedMessage
-from common.parking import parked_discard, parked_replay
+from common.messaging.parking import parked_discard, parked_replay
 
 
 @admin.register(OutboxMessage)

@@ -12,6 +12,11 @@ class MessagingConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from common.observability import setup_tracing
+        from common.messaging.models import ParkedMessage, ParkedStatus
+        from common.observability import metrics
+        from common.observability.tracing import setup_tracing
 
         setup_tracing(settings.SERVICE_NAME)
+        metrics.register_parked_messages(
+            lambda: ParkedMessage.objects.filter(status=ParkedStatus.PARKED).count()
+        )

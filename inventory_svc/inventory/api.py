@@ -8,8 +8,8 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import MoneyField, StrictCharField, StrictIntegerField, uuid_query_param
-from common.views import ApiSchema, KeyedResourceViewSet
+from common.web.api import MoneyField, StrictCharField, StrictIntegerField, uuid_query_param
+from common.web.views import ApiSchema, KeyedResourceViewSet
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 

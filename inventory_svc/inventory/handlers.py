@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.envelope import Envelope
-from common.registry import EventRegistry
+from common.messaging.envelope import Envelope
+from common.messaging.registry import EventRegistry
 from inventory_svc.inventory import services
 
 registry = EventRegistry("inventory")

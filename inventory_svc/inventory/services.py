@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from common import metrics
 from common.errors import AlreadyExists
-from common.groupcommit import batching
-from common.ids import new_id
-from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.groupcommit import batching
+from common.messaging.ids import new_id
+from common.messaging.outbox import emit
+from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.observability import metrics
 from inventory_svc.inventory import statements
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
 
@@ -104,7 +104,7 @@ def _apply(product: Stock | Product, *, available: int = 0, reserved: int = 0) -
 def products_lock(*, skus: list[str], reserved_by: list[str]) -> None:
     """Lock the products ``skus`` and those reserved by the orders ``reserved_by``, in sku order.
 
-    For a group-commit batch of several sagas (common/consumer.py): each handler touches
+    For a group-commit batch of several sagas (common/messaging/consumer.py): each handler touches
     its products in sku order, but a batch runs several handlers in one transaction, so
     without this two batches could hold products the other one needs next. Taken before
     any handler runs, every product lock of the batch follows the one global order.

@@ -1,10 +1,10 @@
 """The Inventory service's hot SQL, as named statements prepared once per connection
-(common/statements.py). Stock changes are version-checked: see services.py."""
+(common/messaging/statements.py). Stock changes are version-checked: see services.py."""
 
 from __future__ import annotations
 
-from common.sagas import CANCELLED_SQL
-from common.statements import Statement
+from common.messaging.sagas import CANCELLED_SQL
+from common.messaging.statements import Statement
 from inventory_svc.inventory.models import Product, Reservation
 
 PRODUCTS = Product._meta.db_table

@@ -13,8 +13,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import Conflict, JSONParser, StrictCharField, StrictIntegerField, text_query_param
-from common.views import TEXT_PARAMETER, ApiSchema
+from common.web.api import Conflict, JSONParser, StrictCharField, StrictIntegerField, text_query_param
+from common.web.views import TEXT_PARAMETER, ApiSchema
 from order_svc.orders import selectors, services
 from order_svc.orders.models import Order, OrderStatus
 

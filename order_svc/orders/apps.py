@@ -7,7 +7,7 @@ class DomainConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from common import metrics
+        from common.observability import metrics
         from order_svc.orders.selectors import order_stuck_counts  # models: after the registry is ready
 
         # /metrics reports saga_stuck_sagas: what the admin's Stuck sagas lists.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from common.envelope import Envelope
-from common.registry import EventRegistry
+from common.messaging.envelope import Envelope
+from common.messaging.registry import EventRegistry
 from order_svc.orders import services
 
 registry = EventRegistry("order")

@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from common.errors import IllegalTransition, require_transition
-from common.ids import new_id
+from common.messaging.ids import new_id
 
 __all__ = ["IllegalTransition", "Order", "OrderLine", "OrderStatus", "SagaEvent", "StuckOrder"]
 

@@ -13,11 +13,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from common.envelope import Envelope
-from common.groupcommit import defer
-from common.observability import annotate, continuing, current_trace
-from common.outbox import emit
-from common.sagas import saga_step
+from common.messaging.envelope import Envelope
+from common.messaging.groupcommit import defer
+from common.messaging.outbox import emit
+from common.messaging.sagas import saga_step
+from common.observability.tracing import annotate, continuing, current_trace
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
 from order_svc.orders.models import Order, OrderStatus

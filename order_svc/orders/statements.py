@@ -1,9 +1,9 @@
 """The Order service's hot SQL, as named statements prepared once per connection
-(common/statements.py). Each runs for every saga (or every event of one)."""
+(common/messaging/statements.py). Each runs for every saga (or every event of one)."""
 
 from __future__ import annotations
 
-from common.statements import Statement
+from common.messaging.statements import Statement
 from order_svc.orders.models import Order, OrderLine, SagaEvent
 
 ORDERS = Order._meta.db_table

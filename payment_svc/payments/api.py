@@ -8,8 +8,8 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import MoneyField, StrictCharField, text_query_param, uuid_query_param
-from common.views import TEXT_PARAMETER, ApiSchema, KeyedResourceViewSet
+from common.web.api import MoneyField, StrictCharField, text_query_param, uuid_query_param
+from common.web.views import TEXT_PARAMETER, ApiSchema, KeyedResourceViewSet
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from common.envelope import Envelope
-from common.registry import EventRegistry
+from common.messaging.envelope import Envelope
+from common.messaging.registry import EventRegistry
 from payment_svc.payments import services
 
 registry = EventRegistry("payment")

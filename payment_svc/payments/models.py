@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from common.ids import new_id
+from common.messaging.ids import new_id
 
 
 class Account(models.Model):

@@ -16,9 +16,9 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from common.errors import AlreadyExists
-from common.ids import new_id
-from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.ids import new_id
+from common.messaging.outbox import emit
+from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
 from payment_svc.payments import statements
 from payment_svc.payments.models import Account, PaymentKind
 
@@ -40,7 +40,7 @@ def account_create(*, customer_id: str, balance: Decimal) -> Account:
 def accounts_lock(*, customer_ids: list[str], charged_for: list[str]) -> None:
     """Lock the accounts ``customer_ids`` and those that paid for ``charged_for``, in id order.
 
-    For a group-commit batch of several sagas (common/consumer.py): one handler touches
+    For a group-commit batch of several sagas (common/messaging/consumer.py): one handler touches
     one account, but a batch runs several in one transaction, so without this two
     batches could each hold an account the other one needs next.
     """

@@ -1,10 +1,10 @@
 """The Payment service's hot SQL, as named statements prepared once per connection
-(common/statements.py). Money moves with conditional UPDATEs: see services.py."""
+(common/messaging/statements.py). Money moves with conditional UPDATEs: see services.py."""
 
 from __future__ import annotations
 
-from common.sagas import CANCELLED_SQL
-from common.statements import Statement
+from common.messaging.sagas import CANCELLED_SQL
+from common.messaging.statements import Statement
 from payment_svc.payments.models import Account, Payment
 
 ACCOUNTS = Account._meta.db_table

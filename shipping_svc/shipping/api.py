@@ -8,8 +8,8 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import uuid_query_param
-from common.views import ApiSchema
+from common.web.api import uuid_query_param
+from common.web.views import ApiSchema
 from shipping_svc.shipping import selectors
 from shipping_svc.shipping.models import Shipment
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.envelope import Envelope
-from common.registry import EventRegistry
+from common.messaging.envelope import Envelope
+from common.messaging.registry import EventRegistry
 from shipping_svc.shipping import services
 
 registry = EventRegistry("shipping")

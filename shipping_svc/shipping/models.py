@@ -4,7 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from common.errors import require_transition
-from common.ids import new_id
+from common.messaging.ids import new_id
 
 
 class Destination(models.Model):

@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from common.ids import new_id
-from common.outbox import emit
-from common.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.ids import new_id
+from common.messaging.outbox import emit
+from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
 from shipping_svc.shipping import statements
 from shipping_svc.shipping.models import Shipment, ShipmentStatus
 

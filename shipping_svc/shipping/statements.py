@@ -1,10 +1,10 @@
 """The Shipping service's hot SQL, as named statements prepared once per connection
-(common/statements.py)."""
+(common/messaging/statements.py)."""
 
 from __future__ import annotations
 
-from common.sagas import CANCELLED_SQL
-from common.statements import Statement
+from common.messaging.sagas import CANCELLED_SQL
+from common.messaging.statements import Statement
 from shipping_svc.shipping.models import Destination, Shipment
 
 DESTINATIONS = Destination._meta.db_table

@@ -2,7 +2,7 @@
 
 Whoever can publish to RabbitMQ (a compromised service, a leaked password, a buggy
 tool) must not be able to move a saga: only events signed by a producer allowed to emit
-their type are handled (common/signing.py); everything else ends in the receiving
+their type are handled (common/messaging/signing.py); everything else ends in the receiving
 service's parking lot with a reason, and no worker stops.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from amqp.exceptions import AccessRefused
 from kombu import Connection
 
-from common.envelope import Envelope
+from common.messaging.envelope import Envelope
+from common.messaging.signing import SIGNATURE_HEADER, signature_of
 from common.services import SERVICES
-from common.signing import SIGNATURE_HEADER, signature_of
 from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, rabbitmqctl, signature, sql
 
 

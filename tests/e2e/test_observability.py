@@ -7,7 +7,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from common.envelope import Envelope
+from common.messaging.envelope import Envelope
 from common.services import SERVICES
 from tests.e2e.test_saga_paths import publish
 from tests.support import Api, manage, poll, queue_depth, wait_invariants

@@ -1,7 +1,7 @@
 """The stack on quorum queues (as on a cluster): `make test` runs the saga paths once more
 with SAGA_QUEUE_TYPE=quorum on the vhost saga_quorum (scripts/test.sh, stage "quorum"),
 and this checks that the queues it ran on really were quorum queues with safe
-dead-lettering (common/topology.py)."""
+dead-lettering (common/messaging/topology.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from kombu import Connection
 
-from common.envelope import Envelope
+from common.messaging.envelope import Envelope
 from tests.support import Api, ctl, faults, manage, poll, signature, wait_invariants
 
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")

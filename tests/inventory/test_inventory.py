@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from common.consumer import Disposition
-from common.contracts import latest_version, validate_payload
+from common.messaging.consumer import Disposition
+from common.messaging.contracts import latest_version, validate_payload
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
 from tests.events import deliver, envelope, outbox_events, outbox_types

@@ -3,7 +3,7 @@ InventoryReserved that prices it (shared by the order test modules)."""
 
 from __future__ import annotations
 
-from common.envelope import Envelope
+from common.messaging.envelope import Envelope
 from order_svc.orders import services
 from order_svc.orders.models import Order
 from tests.events import envelope

@@ -3,7 +3,7 @@ deliveries in one transaction and one multiple-ack, and what happens when one of
 
 The consumer runs as in the worker, except that the test plays Celery's event loop: it
 reads deliveries into the consumer (``broker.drain_events``) and then runs the loop's
-tick, which handles what was collected (common/consumer.py, ``EventConsumer._on_tick``).
+tick, which handles what was collected (common/messaging/consumer.py, ``EventConsumer._on_tick``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import psycopg2
 import pytest
 from django.db import connection
 
-from common import metrics
-from common.broker import Publisher, topology
-from common.consumer import ATTEMPT_HEADER, LAST_ERROR_HEADER, EventConsumer
-from common.envelope import Envelope
-from common.signing import SIGNATURE_HEADER
+from common.messaging.broker import Publisher, topology
+from common.messaging.consumer import ATTEMPT_HEADER, LAST_ERROR_HEADER, EventConsumer
+from common.messaging.envelope import Envelope
+from common.messaging.signing import SIGNATURE_HEADER
+from common.observability import metrics
 from order_svc.orders.models import Order, SagaEvent
 from tests.events import envelope, signed_as
 from tests.order.orders import place

@@ -14,9 +14,9 @@ from django.db import transaction
 from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 
-from common import direct, faults
-from common.broker import BatchPublisher, Publisher, topology
-from common.consumer import (
+from common.messaging import direct, faults
+from common.messaging.broker import BatchPublisher, Publisher, topology
+from common.messaging.consumer import (
     ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
     PARK_REASON_HEADER,
@@ -24,9 +24,9 @@ from common.consumer import (
     raw_body,
 )
 from common.messaging.models import OutboxMessage
-from common.relay import Relay
-from common.signing import SIGNATURE_HEADER
-from common.topology import EVENTS_EXCHANGE, UNROUTABLE_QUEUE, declare_service
+from common.messaging.relay import Relay
+from common.messaging.signing import SIGNATURE_HEADER
+from common.messaging.topology import EVENTS_EXCHANGE, UNROUTABLE_QUEUE, declare_service
 from order_svc.orders import services
 from tests.events import envelope, signed_as
 from tests.support import poll
@@ -357,7 +357,7 @@ def test_a_failing_handler_goes_to_the_first_retry_tier_of_this_service(broker) 
 @pytest.mark.django_db(transaction=True)
 def test_parked_messages_are_ingested_once_replayed_and_discarded_with_a_record(broker) -> None:
     from common.messaging.models import ParkedAction, ParkedStatus
-    from common.parking import ParkedStateError, parked_discard, parked_ingest, parked_replay
+    from common.messaging.parking import ParkedStateError, parked_discard, parked_ingest, parked_replay
 
     event = envelope("InventoryRejected", str(uuid.uuid4()), {"code": "out_of_stock", "reason": "x"})
     headers = {
@@ -393,7 +393,7 @@ def test_parked_messages_are_ingested_once_replayed_and_discarded_with_a_record(
 @pytest.mark.django_db(transaction=True)
 def test_admin_lists_parked_messages_and_its_actions_are_recorded(broker, admin_client) -> None:
     from common.messaging.models import ParkedAction, ParkedStatus
-    from common.parking import parked_ingest
+    from common.messaging.parking import parked_ingest
 
     event = envelope("InventoryRejected", str(uuid.uuid4()), {"code": "out_of_stock", "reason": "x"})
     first = parked_ingest(body=event.to_json().encode(), headers={PARK_REASON_HEADER: "retries exhausted"})

@@ -9,11 +9,11 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from common.consumer import Disposition
-from common.contracts import validate_payload
+from common.messaging.consumer import Disposition
+from common.messaging.contracts import validate_payload
 from common.messaging.models import OutboxMessage
-from common.observability import trace_id_of
-from common.outbox import OutsideTransactionError, emit
+from common.messaging.outbox import OutsideTransactionError, emit
+from common.observability.tracing import trace_id_of
 from order_svc.orders import services
 from order_svc.orders.models import IllegalTransition, Order, OrderStatus, SagaEvent
 from tests.events import deliver, envelope, outbox_events, outbox_types, signed_as
@@ -272,7 +272,7 @@ def test_the_sweep_cancels_only_pending_orders_past_their_deadline() -> None:
 
 @pytest.mark.django_db
 def test_a_step_handled_after_retries_is_announced_on_the_timeline() -> None:
-    from common.consumer import process_delivery
+    from common.messaging.consumer import process_delivery
     from order_svc.orders.handlers import registry
 
     oid = str(place().id)
@@ -301,7 +301,7 @@ def test_a_step_handled_after_retries_is_announced_on_the_timeline() -> None:
 
 @pytest.mark.django_db
 def test_a_parked_step_is_announced_once_on_the_timeline() -> None:
-    from common.parking import parked_ingest
+    from common.messaging.parking import parked_ingest
 
     oid = str(place().id)
     event = reserved(oid)
@@ -358,7 +358,7 @@ def test_the_timeline_accepts_the_current_and_the_previous_payment_completed(ver
 
 @pytest.mark.django_db
 def test_the_stuck_sagas_gauge_counts_what_the_admin_lists_as_stuck(settings) -> None:
-    from common.metrics import read_database_state
+    from common.observability.metrics import read_database_state
     from order_svc.orders import selectors
 
     settings.SAGA_STUCK_GRACE_SECONDS = 60

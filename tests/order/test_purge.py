@@ -1,4 +1,4 @@
-"""Housekeeping of the inbox and outbox (common/purge.py) on the Order service's PostgreSQL.
+"""Housekeeping of the inbox and outbox (common/messaging/purge.py) on the Order service's PostgreSQL.
 
 The rule under test: an inbox row outlives its event by the sum of the retry delays
 plus the replay margin, because a copy arriving inside that window must still be
@@ -18,11 +18,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from common.broker import BatchPublisher
-from common.consumer import Disposition
+from common.messaging.broker import BatchPublisher
+from common.messaging.consumer import Disposition
 from common.messaging.models import InboxMessage, OutboxMessage, ParkedAction, ParkedMessage, ParkedStatus
-from common.purge import _DELETE, PeriodicPurge, Retention, purge
-from common.relay import Relay
+from common.messaging.purge import _DELETE, PeriodicPurge, Retention, purge
+from common.messaging.relay import Relay
 from order_svc.orders.models import Order
 from tests.events import deliver, envelope, outbox_types
 from tests.order.orders import place, reserved

@@ -1,4 +1,4 @@
-"""Event authenticity (common/signing.py): only events signed by a producer allowed to emit
+"""Event authenticity (common/messaging/signing.py): only events signed by a producer allowed to emit
 their type are handled; everything else is parked with the reason, and changes nothing."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from common.consumer import Disposition, process_delivery
-from common.envelope import EnvelopeError
-from common.outbox import emit
-from common.signing import signature_of
+from common.messaging.consumer import Disposition, process_delivery
+from common.messaging.envelope import EnvelopeError
+from common.messaging.outbox import emit
+from common.messaging.signing import signature_of
 from order_svc.orders.handlers import registry
 from order_svc.orders.models import Order, OrderStatus, SagaEvent
 from tests.events import envelope, signed_as

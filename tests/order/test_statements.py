@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from common.statements import Statement
+from common.messaging.statements import Statement
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from common.consumer import Disposition
-from common.contracts import latest_version, validate_payload
+from common.messaging.consumer import Disposition
+from common.messaging.contracts import latest_version, validate_payload
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment
 from tests.events import deliver, envelope, outbox_events, outbox_types

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from common.consumer import Disposition
-from common.envelope import Envelope
+from common.messaging.consumer import Disposition
+from common.messaging.envelope import Envelope
 from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment

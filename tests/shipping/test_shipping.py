@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from common.consumer import Disposition
-from common.contracts import validate_payload
+from common.messaging.consumer import Disposition
+from common.messaging.contracts import validate_payload
 from shipping_svc.shipping.models import Shipment
 from tests.events import deliver, envelope, outbox_events, outbox_types
 

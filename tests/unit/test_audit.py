@@ -1,4 +1,4 @@
-"""The SPEC §5 audit (common/audit.py) without a database.
+"""The SPEC §5 audit (tools/audit.py) without a database.
 
 The checks are pure functions of rows: each test hands them the rows of one order (or
 product, account, service) as the databases would, and asserts the violations and
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from common import audit as audit_mod
-from common.audit import (
+from tools import audit as audit_mod
+from tools.audit import (
     AccountRow,
     Held,
     JsonSink,

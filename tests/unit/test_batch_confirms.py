@@ -6,8 +6,8 @@ tag up to this one), in any mix, and may nack; the bookkeeping is pure logic.
 
 from __future__ import annotations
 
-from common.broker import BatchPublisher
-from common.observability import trace_id_of
+from common.messaging.broker import BatchPublisher
+from common.observability.tracing import trace_id_of
 
 
 def publisher_with(tags: int) -> BatchPublisher:

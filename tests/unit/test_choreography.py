@@ -1,4 +1,4 @@
-"""The choreography graph (common/choreography.py): built from registry descriptions.
+"""The choreography graph (tools/choreography.py): built from registry descriptions.
 
 The pure functions are fed a small hand-made saga (order → stock → pay), sound as
 given, and broken copies of it; the last two tests run the real ``./manage.py saga
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from common.choreography import build_graph, problems, to_json, to_mermaid
+from tools.choreography import build_graph, problems, to_json, to_mermaid
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -249,7 +249,7 @@ def test_contracts_and_graph_must_name_the_same_events() -> None:
 
 
 def test_contracts_must_allow_exactly_the_services_that_emit_each_event() -> None:
-    """Consumers park an event whose producer the contract does not allow (common/signing.py)."""
+    """Consumers park an event whose producer the contract does not allow (common/messaging/signing.py)."""
     graph = build_graph(sound_saga())
     allowed = {event_type: sorted(services) for event_type, services in graph.producers.items()}
     assert problems(graph, contract_producers=allowed) == []

@@ -43,7 +43,7 @@ ALERTS_FILE = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 # Where the code defines its Prometheus metrics (and reads its environment).
-METRICS_MODULES = [ROOT / "common" / "metrics.py", *sorted(ROOT.glob("*_svc/*/metrics.py"))]
+METRICS_MODULES = [ROOT / "common" / "observability" / "metrics.py", *sorted(ROOT.glob("*_svc/*/metrics.py"))]
 CODE_FILES = [
     *sorted((ROOT / "common").rglob("*.py")),
     *sorted(ROOT.glob("*_svc/**/*.py")),

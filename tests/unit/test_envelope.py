@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import contracts
-from common.contracts import known_event_types, validate_payload
-from common.envelope import ENVELOPE_FIELDS, Envelope, EnvelopeError, routing_key_for
+from common.messaging import contracts
+from common.messaging.contracts import known_event_types, validate_payload
+from common.messaging.envelope import ENVELOPE_FIELDS, Envelope, EnvelopeError, routing_key_for
 
 
 def make(**overrides: object) -> dict:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from common import faults
-from common.registry import EventRegistry
-from common.topology import service_topology, tier_name
+from common.messaging import faults
+from common.messaging.registry import EventRegistry
+from common.messaging.topology import service_topology, tier_name
 
 
 def test_fault_spec_parses_service_point_action_probability() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from common.envelope import Envelope
-from common.ids import new_id, new_id_str
+from common.messaging.envelope import Envelope
+from common.messaging.ids import new_id, new_id_str
 
 
 def test_new_ids_are_version_7_plain_uuids() -> None:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from common.observability import BatchingStreamHandler
+from common.observability.logs import BatchingStreamHandler
 
 
 class CountingStream(io.StringIO):
@@ -92,7 +92,7 @@ def test_pending_lines_are_written_at_exit():
     """logging.shutdown (atexit) flushes: a short-lived command loses nothing."""
     script = (
         "import logging, sys\n"
-        "from common.observability import BatchingStreamHandler\n"
+        "from common.observability.logs import BatchingStreamHandler\n"
         "handler = BatchingStreamHandler(sys.stdout, delay=60)\n"
         "logging.basicConfig(level=logging.INFO, handlers=[handler], format='%(message)s')\n"
         "for i in range(3): logging.info('bye %d', i)\n"

@@ -12,8 +12,8 @@ import pytest
 from celery.signals import worker_init
 from prometheus_client import CollectorRegistry, generate_latest
 
-from common import metrics
-from common.metrics import DatabaseGauges, DatabaseState, start_metrics_server
+from common.observability import metrics
+from common.observability.metrics import DatabaseGauges, DatabaseState, start_metrics_server
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_taken_port_is_logged_not_fatal(fresh, monkeypatch, caplog) -> None:
 
 
 def test_the_worker_starts_its_server_when_celery_initialises_it(fresh, monkeypatch) -> None:
-    import common.celery  # noqa: F401 - connects the worker_init receiver
+    import common.messaging.celery  # noqa: F401 - connects the worker_init receiver
 
     worker_init.send(sender=None)
     assert fresh == {}  # unset: nothing

@@ -1,4 +1,4 @@
-"""The purge's pure logic (common/purge.py), without a database.
+"""The purge's pure logic (common/messaging/purge.py), without a database.
 
 The inbox window is what keeps a late copy of an event harmless, so its arithmetic is
 pinned here; :class:`PeriodicPurge` is the relay's scheduler, driven by a fake clock:
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.purge import INBOX, OUTBOX, PeriodicPurge, PurgeResult, TablePurge, inbox_window_seconds
+from common.messaging.purge import INBOX, OUTBOX, PeriodicPurge, PurgeResult, TablePurge, inbox_window_seconds
 
 
 def test_the_inbox_window_is_the_sum_of_the_retry_tiers_plus_the_replay_margin() -> None:

@@ -1,4 +1,4 @@
-"""The queue arguments common/topology.py declares, per SAGA_QUEUE_TYPE (no broker needed).
+"""The queue arguments common/messaging/topology.py declares, per SAGA_QUEUE_TYPE (no broker needed).
 
 Classic must stay byte for byte what the running stack declared (a redeclaration with
 other arguments fails with PRECONDITION_FAILED); quorum must dead-letter safely and
@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from kombu import Queue
 
-from common.topology import (
+from common.messaging.topology import (
     DEFAULT_DELIVERY_LIMIT,
     configured_delivery_limit,
     service_topology,

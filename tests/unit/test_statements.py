@@ -1,10 +1,10 @@
-"""common/statements.py: the SQL a named statement is prepared and executed with (pure)."""
+"""common/messaging/statements.py: the SQL a named statement is prepared and executed with (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.statements import Statement
+from common.messaging.statements import Statement
 
 
 def test_placeholders_become_numbered_parameters_of_the_declared_types() -> None:

@@ -1,4 +1,4 @@
-"""Indexes the housekeeping purge (common/purge.py) needs to find old rows without a scan.
+"""Indexes the housekeeping purge (common/messaging/purge.py) needs to find old rows without a scan.
 
 Without them every purge batch would scan the whole inbox (or outbox) for rows older than
 the cutoff, and the last batch of each run (the one that finds fewer rows than a batch)

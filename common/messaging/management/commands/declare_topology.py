@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from common.broker import Publisher, topology
-from common.topology import declare_service
+from common.messaging.broker import Publisher, topology
+from common.messaging.topology import declare_service
 
 
 class Command(BaseCommand):

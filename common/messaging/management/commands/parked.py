@@ -4,7 +4,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from common.messaging.models import ParkedMessage, ParkedStatus
-from common.parking import ParkedStateError, parked_discard, parked_replay
+from common.messaging.parking import ParkedStateError, parked_discard, parked_replay
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``./manage.py <service> purge [--dry-run]``: the relay's housekeeping, by hand.
 
-For operators: to see what the retention rule (common/purge.py) would delete, or to catch
+For operators: to see what the retention rule (common/messaging/purge.py) would delete, or to catch
 up after the relay's periodic purge was off. Batches commit one by one, as in the relay,
 so running it on a live service locks nothing for long.
 """
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from common.purge import INBOX, OUTBOX, Kept, Retention, oldest_kept, purge, purgeable_counts
+from common.messaging.purge import INBOX, OUTBOX, Kept, Retention, oldest_kept, purge, purgeable_counts
 
 
 def _when(moment: datetime | None) -> str:

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from common.broker import registry
+from common.messaging.broker import registry
 
 
 class Command(BaseCommand):

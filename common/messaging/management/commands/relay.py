@@ -3,8 +3,8 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from common.metrics import start_metrics_server
-from common.relay import Relay
+from common.messaging.relay import Relay
+from common.observability.metrics import start_metrics_server
 
 
 class Command(BaseCommand):

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.db import connections
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
@@ -105,10 +107,18 @@ class DatabaseState:
     stuck: dict[str, int] | None = None
 
 
-# A domain app that knows which of its sagas are stuck registers how to count them (the
-# order app does, in its AppConfig.ready()); common/ itself knows no service's tables.
+# The apps that own the tables register how to count what the gauges report: the
+# messaging app its parked messages, the order app its stuck sagas (each in its
+# AppConfig.ready()). This module knows no table.
+ParkedReader = Callable[[], int]
 StuckReader = Callable[[float], dict[str, int]]  # grace seconds -> {status: count}
-_stuck_reader: list[StuckReader] = []  # at most one: the service's own
+_parked_reader: list[ParkedReader] = []  # at most one each: the service's own
+_stuck_reader: list[StuckReader] = []
+
+
+def register_parked_messages(reader: ParkedReader) -> None:
+    """This service reports ``saga_parked_messages``, counted by ``reader`` at scrape time."""
+    _parked_reader[:] = [reader]
 
 
 def register_stuck_sagas(reader: StuckReader) -> None:
@@ -118,11 +128,9 @@ def register_stuck_sagas(reader: StuckReader) -> None:
 
 def read_database_state(service: str) -> DatabaseState:
     """Count parked messages (and stuck sagas by status, where a reader is registered)."""
-    from django.conf import settings
-
-    from common.messaging.models import ParkedMessage, ParkedStatus
-
-    parked = ParkedMessage.objects.filter(status=ParkedStatus.PARKED).count()
+    if not _parked_reader:  # Django not set up: better no sample than a false 0
+        raise RuntimeError("no parked-message reader registered (the messaging app is not loaded)")
+    parked = _parked_reader[0]()
     if not _stuck_reader:
         return DatabaseState(parked)
     grace = float(getattr(settings, "SAGA_STUCK_GRACE_SECONDS", DEFAULT_STUCK_GRACE_SECONDS))
@@ -182,8 +190,6 @@ def _close_thread_connections() -> None:
     if threading.current_thread() is threading.main_thread():
         return  # the process's own connection: leave it to its owner
     try:
-        from django.db import connections
-
         connections.close_all()
     except Exception:  # noqa: BLE001 - closing is best effort, the scrape goes on
         log.debug("could not close the scrape thread's database connections", exc_info=True)
@@ -216,7 +222,7 @@ def metrics_port() -> int | None:
 def start_metrics_server(*, database_gauges_of: str | None = None) -> int | None:
     """Serve this process's metrics on ``SAGA_METRICS_PORT``; the port, or None if unset.
 
-    Called at the start of a worker (common/celery.py) and of a relay; a second call in
+    Called at the start of a worker (common/messaging/celery.py) and of a relay; a second call in
     the same process returns the same port. Binds ``SAGA_METRICS_ADDRESS`` (127.0.0.1
     unless set: compose sets 0.0.0.0 so that Prometheus reaches every replica). A port
     already taken is logged, not raised: a worker without metrics still does its work,

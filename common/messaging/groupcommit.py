@@ -1,6 +1,6 @@
 """Rows a group-commit transaction writes once, at its end: one statement per table.
 
-A consumer that handles several deliveries in one transaction (common/consumer.py,
+A consumer that handles several deliveries in one transaction (common/messaging/consumer.py,
 ``process_batch``) runs each handler as it would alone. What the handlers add to
 append-only tables — outbox rows, the order service's timeline rows — need not be
 written one statement per delivery: ``defer(writer, row)`` collects the row while a

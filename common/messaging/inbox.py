@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from django.db import connection
 
-from common.envelope import Envelope
+from common.messaging.envelope import Envelope
 from common.messaging.models import InboxMessage
-from common.sagas import saga_lock_key
-from common.statements import Statement
+from common.messaging.sagas import saga_lock_key
+from common.messaging.statements import Statement
 
 # One statement: the sagas' advisory locks, taken in key order (the aggregate consumes the
 # sorted keys before the first row is inserted), then every inbox row. (One statement, not
@@ -31,7 +31,7 @@ def inbox_claim_many(envelopes: Sequence[Envelope]) -> set[str]:
     """Take the sagas' locks, then record every envelope as handled; the event ids recorded now.
 
     Must run in the same transaction as the handlers' effects. The locks (see
-    :func:`common.sagas.saga_lock_key`) serialise this service's handlers of one saga; a
+    :func:`common.messaging.sagas.saga_lock_key`) serialise this service's handlers of one saga; a
     transaction that holds several takes them in one global order (ascending key), so two
     batches never wait on each other in a cycle. An event id missing from the result was
     handled before (or appears twice in ``envelopes``: only its first copy is recorded). A

@@ -1,6 +1,6 @@
-"""Views shared by the services (kept apart from common.api, which DRF settings import).
+"""Views shared by the services (kept apart from common.web.api, which DRF settings import).
 
-Also what their OpenAPI schema says about the shared plumbing of common.api: the bearer
+Also what their OpenAPI schema says about the shared plumbing of common.web.api: the bearer
 token, and the error responses every API operation may give (``ApiSchema``).
 """
 
@@ -14,13 +14,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from common.api import Conflict, JSONParser
 from common.errors import AlreadyExists
+from common.web.api import Conflict, JSONParser
 
 
 @extend_schema_serializer(many=False)  # an error is one object, on list operations too
 class ErrorSerializer(serializers.Serializer):
-    """Every API error (common.api.exception_handler, json_error)."""
+    """Every API error (common.web.api.exception_handler, json_error)."""
 
     error = serializers.CharField(help_text="A machine-readable code, e.g. validation_failed.")
     message = serializers.CharField(help_text="What went wrong, for a person.")
@@ -46,9 +46,9 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
-    """The schema's security scheme for common.api.BearerTokenAuthentication."""
+    """The schema's security scheme for common.web.api.BearerTokenAuthentication."""
 
-    target_class = "common.api.BearerTokenAuthentication"
+    target_class = "common.web.api.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
@@ -56,14 +56,14 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
 
 NO_NUL_PATTERN = "^[^\\u0000]*$"
-# A free-text query parameter (common.api.text_query_param): any string without a NUL.
+# A free-text query parameter (common.web.api.text_query_param): any string without a NUL.
 TEXT_PARAMETER = {"type": "string", "pattern": NO_NUL_PATTERN}
 
 
 class MoneyFieldSchema(OpenApiSerializerFieldExtension):
-    """common.api.MoneyField as it validates: a decimal string matching its ``pattern``."""
+    """common.web.api.MoneyField as it validates: a decimal string matching its ``pattern``."""
 
-    target_class = "common.api.MoneyField"
+    target_class = "common.web.api.MoneyField"
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
         return {"type": "string", "format": "decimal", "pattern": self.target.pattern, "example": "10.00"}
@@ -73,7 +73,7 @@ class ApiSchema(AutoSchema):
     """Documents the errors the shared plumbing gives on every operation of its kind.
 
     401 wherever a token is needed; 400, 411, 413 and 415 where a JSON body is read
-    (common.api.BodySizeLimitMiddleware, DRF's parser); 400 and 404 on paginated lists
+    (common.web.api.BodySizeLimitMiddleware, DRF's parser); 400 and 404 on paginated lists
     (a bad ``page_size``, no such ``page``); 404 where the path names a resource. What
     only a view knows (a 409) it names in ``extra_error_responses`` (by action), or
     documents with ``extend_schema(responses=...)``, which wins.

@@ -26,7 +26,7 @@ def serve_metrics(**_: object) -> None:
     ``worker_init`` fires once, in the worker's main process, before it connects to the
     broker: the process where the event consumer bootstep runs (whatever the pool).
     """
-    from common.metrics import start_metrics_server
+    from common.observability.metrics import start_metrics_server
 
     start_metrics_server()
 
@@ -35,7 +35,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     """Consumes ``<service>.events``; re-created by Celery after a reconnect."""
 
     def start(self, c):
-        # The event loop collects group-commit batches (common/consumer.py); a worker
+        # The event loop collects group-commit batches (common/messaging/consumer.py); a worker
         # without one (a green pool) handles one delivery at a time.
         self._consumer_for_process().attach(c.hub)
         super().start(c)
@@ -49,7 +49,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         super().shutdown(c)
 
     def _consumer_for_process(self):
-        from common.consumer import EventConsumer
+        from common.messaging.consumer import EventConsumer
 
         if getattr(self, "_event_consumer", None) is None:
             self._event_consumer = EventConsumer()
@@ -57,8 +57,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         return self._event_consumer
 
     def get_consumers(self, channel):
-        from common.broker import topology
-        from common.topology import declare_service
+        from common.messaging.broker import topology
+        from common.messaging.topology import declare_service
 
         consumer = self._consumer_for_process()
         if not self._declared:
@@ -87,7 +87,7 @@ def active_queues(state) -> list[dict]:
     Replaces Celery's own ``active_queues`` so that Flower (which lists the queues its
     workers report) shows ``<service>.events`` and ``<service>.parked`` with their lengths.
     """
-    from common.broker import topology
+    from common.messaging.broker import topology
 
     task_consumer = state.consumer.task_consumer
     queues = list(task_consumer.queues) if task_consumer else []
@@ -124,7 +124,7 @@ def make_celery(service: str) -> Celery:
     # the once-a-second periodic task would make the event consumer in the same process
     # reconnect every second (measured: 3 % of the order worker's time, and a 5 ms stall
     # for the next event). Our connections are persistent and replaced when lost
-    # (common/consumer.py), so let them live across thousands of tasks.
+    # (common/messaging/consumer.py), so let them live across thousands of tasks.
     app.conf["CELERY_DB_REUSE_MAX"] = 10_000
     app.steps["consumer"].add(EventConsumerStep)
     app.autodiscover_tasks()

@@ -61,7 +61,7 @@ import psycopg2
 import psycopg2.extensions
 
 from common.services import SERVICES
-from common.settings import env
+from common.settings import database_params
 
 TERMINAL = frozenset({"COMPLETED", "CANCELLED", "REJECTED"})
 STATUSES = ("PENDING", "COMPENSATING", "COMPLETED", "CANCELLED", "REJECTED")
@@ -858,18 +858,6 @@ def audit(
 # -- PostgreSQL ----------------------------------------------------------------------
 class DatabaseUnavailable(RuntimeError):
     """A service database could not be reached or read; the message names it."""
-
-
-def database_params(service: str) -> dict[str, str]:
-    """Connection parameters of a service database: the same variables as common/settings.py."""
-    upper = service.upper()
-    return {
-        "dbname": env(f"SAGA_{upper}_DB_NAME", f"saga_{service}"),
-        "user": env(f"SAGA_{upper}_DB_USER", f"saga_{service}"),
-        "password": env(f"SAGA_{upper}_DB_PASSWORD", f"saga_{service}"),
-        "host": env("SAGA_DB_HOST", "127.0.0.1"),
-        "port": env("SAGA_DB_PORT", "5432"),
-    }
 
 
 class Database:

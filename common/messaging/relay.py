@@ -21,13 +21,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from common import faults, metrics
-from common.broker import BatchPublisher, outgoing
+from common.messaging import faults
+from common.messaging.broker import BatchPublisher, outgoing
 from common.messaging.models import OutboxMessage
-from common.observability import publishing_each, tracing_enabled
-from common.outbox import notify_channel
-from common.purge import PeriodicPurge
-from common.topology import declare_shared
+from common.messaging.outbox import notify_channel
+from common.messaging.purge import PeriodicPurge
+from common.messaging.topology import declare_shared
+from common.observability import metrics
+from common.observability.tracing import publishing_each, tracing_enabled
 
 log = logging.getLogger("saga.relay")
 
@@ -46,7 +47,7 @@ class Relay:
         self._stopping = False
         self._declared = False
         self._gauges_at = 0.0
-        # Housekeeping of this service's inbox and outbox (common/purge.py): the relay is the
+        # Housekeeping of this service's inbox and outbox (common/messaging/purge.py): the relay is the
         # one long-running loop per service with database access, so it runs it when idle.
         self._purge = PeriodicPurge.from_settings()
 

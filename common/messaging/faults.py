@@ -19,7 +19,7 @@ Points:
 - ``consumer.before_commit``: inside the handler's transaction, after the effect.
 - ``consumer.after_commit``: after the commit, before the broker ack.
 - ``outbox.after_commit``: an event's transaction committed, before this process hands it to
-  its publisher (common/direct.py); ``raise`` leaves that event to the relay, as a process
+  its publisher (common/messaging/direct.py); ``raise`` leaves that event to the relay, as a process
   that died right after its commit would.
 - ``relay.after_publish``: the relay published a batch, before marking it published.
 """

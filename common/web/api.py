@@ -96,7 +96,7 @@ class MoneyField(serializers.DecimalField):
     """An amount of zero or more, as SPEC §6 has money: a decimal string (``"10.00"``), never
     a JSON number. Plain digits only, at most ``max_digits - decimal_places`` before the point
     and ``decimal_places`` after; no sign, exponent or spaces. The schema documents exactly
-    this as its ``pattern`` (common.views.MoneyFieldSchema)."""
+    this as its ``pattern`` (common.web.views.MoneyFieldSchema)."""
 
     default_error_messages = {
         "format": 'Must be an amount of zero or more given as a JSON string of digits, e.g. "10.00": '

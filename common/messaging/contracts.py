@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 from jsonschema import Draft202012Validator
 
-from common.envelope import Envelope, EnvelopeError
-from common.settings import BASE_DIR
+from common.messaging.envelope import Envelope, EnvelopeError
 
-CONTRACTS_FILE = BASE_DIR / "contracts" / "events.json"
+CONTRACTS_FILE = Path(__file__).resolve().parents[2] / "contracts" / "events.json"
 
 
 @cache

@@ -11,7 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from common.broker import broker_connection
+from common.messaging.broker import broker_connection
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -2,10 +2,10 @@
 
 ``emit`` is the only way a service publishes. The row and the state change
 commit together or not at all. On commit the process's pusher publishes it
-(common/direct.py), or, with ``SAGA_PUBLISH_ON_COMMIT`` off, a NOTIFY delivered
+(common/messaging/direct.py), or, with ``SAGA_PUBLISH_ON_COMMIT`` off, a NOTIFY delivered
 on commit wakes the relay. The relay's periodic sweep is what guarantees
 delivery if neither happened. In a group-commit batch the rows of all its
-deliveries are written with one INSERT just before the commit (common/groupcommit.py).
+deliveries are written with one INSERT just before the commit (common/messaging/groupcommit.py).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from common.context import current_event
-from common.contracts import allowed_producers, latest_version, validate_envelope
-from common.direct import publish_after_commit
-from common.envelope import Envelope, EnvelopeError
-from common.groupcommit import defer
+from common.messaging.contracts import allowed_producers, latest_version, validate_envelope
+from common.messaging.direct import publish_after_commit
+from common.messaging.envelope import Envelope, EnvelopeError
+from common.messaging.groupcommit import defer
 from common.messaging.models import OutboxMessage
-from common.observability import current_trace
-from common.statements import Statement
+from common.messaging.statements import Statement
+from common.observability.context import current_event
+from common.observability.tracing import current_trace
 
 
 class OutsideTransactionError(RuntimeError):
@@ -66,7 +66,7 @@ def _write(rows: list[tuple[Envelope, str]]) -> None:
     """The outbox rows of a transaction (one event, or a group-commit batch's), one INSERT.
 
     Publishing on commit, the rows go to this process's pusher once the transaction
-    commits (common/direct.py). Otherwise a NOTIFY, delivered on commit, wakes the
+    commits (common/messaging/direct.py). Otherwise a NOTIFY, delivered on commit, wakes the
     relay. Either way the row is what guarantees the event (the relay's sweep).
     """
     on_commit = settings.SAGA_PUBLISH_ON_COMMIT

@@ -12,11 +12,11 @@ from typing import Any, ParamSpec, TypeVar
 from django.conf import settings
 from django.db import connection, transaction
 
-from common.context import current_event
 from common.messaging.models import CancelledSaga
-from common.outbox import emit
-from common.registry import NOTICE_EVENTS
-from common.statements import Statement
+from common.messaging.outbox import emit
+from common.messaging.registry import NOTICE_EVENTS
+from common.messaging.statements import Statement
+from common.observability.context import current_event
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,7 +45,7 @@ def saga_lock_key(saga_id: str) -> int:
     """The advisory lock key of a saga: 63 bits of its UUID (an int, safe to inline in SQL).
 
     ``pg_advisory_xact_lock`` on it serialises this service's handlers of one saga
-    (taken by :func:`common.inbox.inbox_claim` first in every handler transaction, and
+    (taken by :func:`common.messaging.inbox.inbox_claim` first in every handler transaction, and
     the only advisory lock a transaction takes, so it cannot take part in a deadlock;
     ``lock_timeout`` bounds the wait).
     """

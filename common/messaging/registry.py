@@ -1,7 +1,7 @@
 """The handler registry: which events a service consumes, emits and compensates.
 
 Each service builds one ``EventRegistry`` in its ``handlers.py``. The queue
-bindings (common/topology.py) and the choreography graph are derived from it, so
+bindings (common/messaging/topology.py) and the choreography graph are derived from it, so
 the list of event types a service listens to is written exactly once.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common.envelope import Envelope, routing_key_for
+from common.messaging.envelope import Envelope, routing_key_for
 
 Handler = Callable[[Envelope], None]
 BatchLocks = Callable[[list[Envelope]], None]
@@ -68,7 +68,7 @@ class EventRegistry:
 
         ``bind=False`` retires a subscription: the handler still takes what is already in
         the queue (and replays from the parking lot), but the queue is unbound from the
-        event type (common/topology.py), so no more arrive, and the graph leaves it out.
+        event type (common/messaging/topology.py), so no more arrive, and the graph leaves it out.
         """
         routing_key_for(event_type)  # fails loudly on a badly named event
 

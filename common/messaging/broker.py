@@ -19,9 +19,9 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from kombu import Connection, Exchange, Producer
 
-from common.registry import EventRegistry
-from common.signing import signed_headers
-from common.topology import EVENTS_EXCHANGE, ServiceTopology, service_topology
+from common.messaging.registry import EventRegistry
+from common.messaging.signing import signed_headers
+from common.messaging.topology import EVENTS_EXCHANGE, ServiceTopology, service_topology
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Outgoing:
 
 def outgoing(*, body: str, event_id: str, event_type: str, routing_key: str) -> Outgoing:
     """An outbox row as published — to saga.events, persistent, signed by this service —
-    by the pusher (common/direct.py) and the relay (common/relay.py) alike."""
+    by the pusher (common/messaging/direct.py) and the relay (common/messaging/relay.py) alike."""
     return Outgoing(
         body=body,
         exchange=EVENTS_EXCHANGE,

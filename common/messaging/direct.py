@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
-from common import faults, metrics
-from common.broker import BatchPublisher, outgoing
-from common.envelope import Envelope
+from common.messaging import faults
+from common.messaging.broker import BatchPublisher, outgoing
+from common.messaging.envelope import Envelope
 from common.messaging.models import OutboxMessage
-from common.observability import publishing_each
-from common.statements import Statement
+from common.messaging.statements import Statement
+from common.observability import metrics
+from common.observability.tracing import publishing_each
 
 log = logging.getLogger("saga.outbox")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from common.ids import new_id_str
+from common.messaging.ids import new_id_str
 
 SCHEMA_VERSION = 1
 ENVELOPE_FIELDS = (

@@ -46,7 +46,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from common.registry import NOTICE_EVENTS
+from common.messaging.registry import NOTICE_EVENTS
 from common.services import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent

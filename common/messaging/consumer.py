@@ -32,15 +32,13 @@ from django.db.utils import InterfaceError, OperationalError
 from kombu import Consumer
 from kombu.message import Message
 
-from common import faults, metrics
-from common.broker import Publisher, registry, topology
-from common.context import handling
-from common.contracts import validate_envelope
-from common.envelope import Envelope, EnvelopeError, utcnow
-from common.groupcommit import collecting, write_collected
-from common.inbox import inbox_claim, inbox_claim_many
-from common.observability import consuming, trace_id_of
-from common.parking import (
+from common.messaging import faults
+from common.messaging.broker import Publisher, registry, topology
+from common.messaging.contracts import validate_envelope
+from common.messaging.envelope import Envelope, EnvelopeError, utcnow
+from common.messaging.groupcommit import collecting, write_collected
+from common.messaging.inbox import inbox_claim, inbox_claim_many
+from common.messaging.parking import (
     ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
     ORIGINAL_HEADERS_HEADER,
@@ -49,9 +47,12 @@ from common.parking import (
     PARKED_AT_HEADER,
     parked_ingest,
 )
-from common.registry import EventRegistry, Registration
-from common.sagas import note_retried
-from common.signing import SIGNATURE_HEADER, distrust
+from common.messaging.registry import EventRegistry, Registration
+from common.messaging.sagas import note_retried
+from common.messaging.signing import SIGNATURE_HEADER, distrust
+from common.observability import metrics
+from common.observability.context import handling
+from common.observability.tracing import consuming, trace_id_of
 
 log = logging.getLogger("saga.consumer")
 
@@ -82,7 +83,7 @@ def read_delivery(
 
     ``signature`` is the delivery's ``x-saga-signature`` header: an event that is not
     signed by the producer it names, or from a producer not allowed to emit its type,
-    is parked with the reason and never handled (common/signing.py).
+    is parked with the reason and never handled (common/messaging/signing.py).
     """
     if len(body) > settings.SAGA_MAX_EVENT_BYTES:
         return Outcome(

@@ -6,8 +6,10 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from common.envelope import Envelope
+if TYPE_CHECKING:  # for annotations only: observability sits below messaging
+    from common.messaging.envelope import Envelope
 
 _current_event: ContextVar[Envelope | None] = ContextVar("current_event", default=None)
 _current_trace: ContextVar[dict[str, str] | None] = ContextVar("current_trace", default=None)

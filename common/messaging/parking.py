@@ -17,13 +17,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from common.broker import Publisher, topology
-from common.context import handling
-from common.envelope import Envelope, EnvelopeError, loads
+from common.messaging.broker import Publisher, topology
+from common.messaging.envelope import Envelope, EnvelopeError, loads
 from common.messaging.models import ParkedAction, ParkedMessage, ParkedStatus
-from common.outbox import emit
-from common.registry import NOTICE_EVENTS
-from common.signing import SIGNATURE_HEADER
+from common.messaging.outbox import emit
+from common.messaging.registry import NOTICE_EVENTS
+from common.messaging.signing import SIGNATURE_HEADER
+from common.observability.context import handling
 
 ATTEMPT_HEADER = "x-saga-attempt"
 PARK_REASON_HEADER = "x-saga-park-reason"

@@ -23,8 +23,8 @@ import hmac
 
 from django.conf import settings
 
-from common.contracts import allowed_producers
-from common.envelope import Envelope
+from common.messaging.contracts import allowed_producers
+from common.messaging.envelope import Envelope
 
 SIGNATURE_HEADER = "x-saga-signature"
 SCHEME = "v1="
