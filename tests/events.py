@@ -56,34 +56,6 @@ def deliver_batch(events: list[Envelope]) -> list[Outcome]:
     return process_batch(items, events=registry(), service=settings.SERVICE_NAME)
 
 
-def deliver_drawn_batch(
-    data: Any, pending: list[tuple[Any, Envelope]], sagas: list[Any]
-) -> tuple[list, list]:
-    """For the Hypothesis state machines: the worker takes what arrived — the next ``size``
-    deliveries, maybe one of them twice — and handles them as one batch. Every first copy
-    must be HANDLED and every other one a DUPLICATE; first copies join ``saga.delivered``.
-    Returns (taken, still pending)."""
-    import hypothesis.strategies as st
-
-    from common.messaging.consumer import Disposition
-
-    size = data.draw(st.integers(1, len(pending)), label="batch size")
-    taken, rest = pending[:size], pending[size:]
-    if data.draw(st.booleans(), label="a duplicate inside the batch"):
-        copied = data.draw(st.integers(0, size - 1))
-        taken.insert(data.draw(st.integers(copied + 1, size)), taken[copied])
-    seen = {e.event_id for saga in sagas for e in saga.delivered}
-    outcomes = deliver_batch([event for _, event in taken])
-    for (saga, event), outcome in zip(taken, outcomes, strict=True):
-        first = event.event_id not in seen
-        seen.add(event.event_id)
-        expected = Disposition.HANDLED if first else Disposition.DUPLICATE
-        assert outcome.disposition is expected, (event.event_type, outcome)
-        if first:
-            saga.delivered.append(event)
-    return taken, rest
-
-
 def signed_as(body: bytes, producer: str | None = None) -> str:
     """The signature ``producer`` (default: the one the body names) would put on ``body``."""
     import json

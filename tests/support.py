@@ -150,6 +150,75 @@ def poll(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last}")
 
 
+def publish(
+    routing_key: str,
+    body: bytes | str,
+    *,
+    exchange: str = "saga.events",
+    signed_by: str | None = None,
+    headers: dict[str, Any] | None = None,
+    broker: str = BROKER_URL,
+) -> None:
+    """Put ``body`` on the broker as a saga event is put there (confirmed, persistent JSON),
+    signed as ``signed_by`` if given; ``broker`` to publish as another user."""
+    from kombu import Connection
+
+    from common.messaging.broker import WIRE
+    from common.messaging.signing import SIGNATURE_HEADER
+
+    raw = body.encode() if isinstance(body, str) else body
+    headers = dict(headers or {})
+    if signed_by:
+        headers[SIGNATURE_HEADER] = signature(signed_by, raw)
+    with Connection(broker, transport_options={"confirm_publish": True}) as conn:
+        conn.Producer().publish(
+            raw, exchange=exchange, routing_key=routing_key, headers=headers, retry=True, **WIRE
+        )
+
+
+def reserved_again(order: dict[str, Any], customer_id: str) -> str:
+    """The InventoryReserved ``order``'s saga went through, rebuilt with its event id (a
+    redelivery, as the broker would make after a crash), as JSON."""
+    from datetime import UTC, datetime
+
+    from common.messaging.envelope import Envelope
+
+    reserved = next(s for s in order["timeline"] if s["event_type"] == "InventoryReserved")
+    return Envelope(
+        event_id=reserved["event_id"],
+        event_type="InventoryReserved",
+        saga_id=order["id"],
+        producer="inventory",
+        occurred_at=datetime.fromisoformat(reserved["at"]).astimezone(UTC),
+        payload={
+            "customer_id": customer_id,
+            "total": order["total"],
+            "lines": [
+                {"sku": i["sku"], "quantity": i["quantity"], "unit_price": i["unit_price"]}
+                for i in order["items"]
+            ],
+        },
+    ).to_json()
+
+
+# The steps an order's timeline shows on the saga's two longest paths, in order.
+COMPLETED_STEPS = [
+    "OrderPlaced",
+    "InventoryReserved",
+    "PaymentCompleted",
+    "ShipmentScheduled",
+    "OrderCompleted",
+]
+SHIPPING_FAILED_STEPS = [  # the destination is not served: every earlier step compensated
+    "OrderPlaced",
+    "InventoryReserved",
+    "PaymentCompleted",
+    "ShipmentFailed",
+    "InventoryReleased",
+    "PaymentRefunded",
+]
+
+
 def parked(service: str, saga_id: str) -> list[dict[str, Any]]:
     return json.loads(manage(service, "parked", "list", "--all", "--json", "--saga", saga_id))
 

@@ -23,6 +23,8 @@ from common.messaging.registry import EventRegistry
 from common.messaging.signing import signed_headers
 from common.messaging.topology import EVENTS_EXCHANGE, ServiceTopology, service_topology
 
+# How every saga event goes on the wire: a JSON body, persisted by the broker.
+WIRE = {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2}
 log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_SECONDS = 5
@@ -136,9 +138,7 @@ class Publisher(_BrokerClient):
                     exchange=exchange,
                     routing_key=routing_key,
                     headers=headers or {},
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
+                    **WIRE,
                     message_id=message_id,
                     type=message_type,
                     retry=False,
@@ -255,9 +255,7 @@ class BatchPublisher(_BrokerClient):
                     exchange=message.exchange,
                     routing_key=message.routing_key,
                     headers=message.headers,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=2,
+                    **WIRE,
                     message_id=message.message_id,
                     type=message.message_type,
                     retry=False,

@@ -140,16 +140,21 @@ def process_delivery(
     raise AssertionError("unreachable")
 
 
+def _consuming(envelope: Envelope, service: str) -> Any:
+    """The consumer span of one delivery (none without an exporter)."""
+    return consuming(
+        service=service,
+        event_type=envelope.event_type,
+        saga_id=envelope.saga_id,
+        event_id=envelope.event_id,
+        trace_headers=envelope.trace,
+    )
+
+
 def _handle(envelope: Envelope, registration: Any, *, service: str, attempt: int, last_error: str) -> Outcome:
     """One transaction: the saga's lock, the inbox row, the handler's effect and its events."""
     with (
-        consuming(
-            service=service,
-            event_type=envelope.event_type,
-            saga_id=envelope.saga_id,
-            event_id=envelope.event_id,
-            trace_headers=envelope.trace,
-        ) as span,
+        _consuming(envelope, service) as span,
         transaction.atomic(),
     ):
         if not inbox_claim(envelope):
@@ -192,13 +197,7 @@ def process_batch(
         for index in handled:
             envelope, registration = items[index]
             with (
-                consuming(
-                    service=service,
-                    event_type=envelope.event_type,
-                    saga_id=envelope.saga_id,
-                    event_id=envelope.event_id,
-                    trace_headers=envelope.trace,
-                ),
+                _consuming(envelope, service),
                 handling(envelope),
             ):
                 registration.handler(envelope)

@@ -102,20 +102,34 @@ def consuming(
     if not _exporting:
         yield trace.INVALID_SPAN
         return
-    with tracer().start_as_current_span(
+    with _messaging_span(
         f"{service} handle {event_type}",
-        context=propagate.extract(trace_headers),
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "saga_id": saga_id,
-            "event_type": event_type,
-            "event_id": event_id,
-            "saga.service": service,
-            "messaging.system": "rabbitmq",
-            "messaging.operation": "process",
-        },
+        trace_headers,
+        SpanKind.CONSUMER,
+        "process",
+        saga_id=saga_id,
+        event_type=event_type,
+        event_id=event_id,
+        service=service,
     ) as span:
         yield span
+
+
+def _messaging_span(
+    name: str, trace_headers: dict[str, str], kind: SpanKind, operation: str, *, service: str, **ids: str
+) -> Any:
+    """A span continuing ``trace_headers``' trace, with the saga's ids and RabbitMQ's attributes."""
+    return tracer().start_as_current_span(
+        name,
+        context=propagate.extract(trace_headers),
+        kind=kind,
+        attributes={
+            **ids,
+            "saga.service": service,
+            "messaging.system": "rabbitmq",
+            "messaging.operation": operation,
+        },
+    )
 
 
 @contextmanager
@@ -123,17 +137,14 @@ def publishing(
     *, service: str, event_type: str, saga_id: str, trace_headers: dict[str, str]
 ) -> Iterator[Span]:
     """The relay's span around publishing one outbox row (shows the outbox delay)."""
-    with tracer().start_as_current_span(
+    with _messaging_span(
         f"{service} publish {event_type}",
-        context=propagate.extract(trace_headers),
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "saga_id": saga_id,
-            "event_type": event_type,
-            "saga.service": service,
-            "messaging.system": "rabbitmq",
-            "messaging.operation": "publish",
-        },
+        trace_headers,
+        SpanKind.PRODUCER,
+        "publish",
+        saga_id=saga_id,
+        event_type=event_type,
+        service=service,
     ) as span:
         yield span
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from common.errors import AlreadyExists
-from common.web.api import Conflict, JSONParser
+from common.web.api import Conflict, JSONParser, text_query_param, uuid_query_param
 
 
 @extend_schema_serializer(many=False)  # an error is one object, on list operations too
@@ -102,6 +103,18 @@ class ApiSchema(AutoSchema):
         ):
             schema["pattern"] = NO_NUL_PATTERN
 
+    def get_override_parameters(self) -> list[Any]:
+        parameters = super().get_override_parameters()
+        text_filters = getattr(self.view, "text_filters", None)
+        if text_filters is not None and self.method == "GET" and self._is_list_view():
+            # RecordsOfOrdersViewSet: its query parameters, from the same names it reads
+            parameters = [
+                OpenApiParameter("order_id", OpenApiTypes.UUID),
+                *(OpenApiParameter(name, TEXT_PARAMETER) for name in text_filters),
+                *parameters,
+            ]
+        return parameters
+
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         codes: set[int] = set()
@@ -156,3 +169,19 @@ class KeyedResourceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         except AlreadyExists as exc:
             raise Conflict(str(exc)) from exc
         return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
+
+
+# The list of what a service keeps per order (reservations, payments, shipments), filtered
+# by ``?order_id=`` and by the text parameters a subclass names in ``text_filters``; the
+# subclass's ``select(**filters)`` is its selector. (A comment, not a docstring: the OpenAPI
+# schema would take a docstring as the description of every subclass's operation.)
+class RecordsOfOrdersViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    schema = ApiSchema()
+    text_filters: tuple[str, ...] = ()
+
+    def select(self, **filters: str | None) -> Any:
+        raise NotImplementedError
+
+    def get_queryset(self) -> Any:
+        filters = {name: text_query_param(self.request, name) for name in self.text_filters}
+        return self.select(order_id=uuid_query_param(self.request, "order_id"), **filters)

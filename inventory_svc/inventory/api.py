@@ -2,14 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, viewsets
-from rest_framework.request import Request
-from rest_framework.response import Response
+from rest_framework import serializers
 
-from common.web.api import MoneyField, StrictCharField, StrictIntegerField, uuid_query_param
-from common.web.views import ApiSchema, KeyedResourceViewSet
+from common.web.api import MoneyField, StrictCharField, StrictIntegerField
+from common.web.views import KeyedResourceViewSet, RecordsOfOrdersViewSet
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 
@@ -49,14 +45,8 @@ class ProductViewSet(KeyedResourceViewSet):
         return services.product_create(**data)
 
 
-class ReservationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ReservationViewSet(RecordsOfOrdersViewSet):
     serializer_class = ReservationSerializer
-    schema = ApiSchema()
 
-    def get_queryset(self):
-        order_id = uuid_query_param(self.request, "order_id")
-        return selectors.reservation_list(order_id=order_id)
-
-    @extend_schema(parameters=[OpenApiParameter("order_id", OpenApiTypes.UUID)])
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+    def select(self, **filters: str | None) -> Any:
+        return selectors.reservation_list(**filters)

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.web.api import Conflict, JSONParser, StrictCharField, StrictIntegerField, text_query_param
+from common.web.fastpath import plain_input, representer
 from common.web.views import TEXT_PARAMETER, ApiSchema
 from order_svc.orders import selectors, services
 from order_svc.orders.models import Order, OrderStatus
@@ -58,55 +59,9 @@ class OrderInSerializer(serializers.Serializer):
         return items
 
 
-_ADDRESS_FIELDS = tuple(AddressSerializer().fields)  # in the serializer's order
-_ADDRESS_TEXT = tuple(name for name in _ADDRESS_FIELDS if name != "country")
-
-
-def _plain_text(value: Any, low: int, high: int) -> bool:
-    """A str of low..high printable characters: no NUL, no surrogate, no control character."""
-    return type(value) is str and low <= len(value) <= high and value.isprintable()
-
-
-def order_in(data: Any) -> dict[str, Any] | None:
-    """``OrderInSerializer(data=data).validated_data`` for a plainly valid order, without DRF.
-
-    DRF builds and deep-copies every field of the serializer and of each line's per request:
-    a sixth of the web process's CPU per order placed (py-spy). This takes the common case
-    only: exactly the documented keys, plain printable strings within their limits, whole
-    numbers as JSON integers, no repeated sku. Anything else (an error, or something DRF
-    would accept after a conversion: ``5.0``, a tab in a name, an unknown key it ignores)
-    returns None and goes through the serializer, which then has the last word and writes
-    the error. tests/order/test_order_in.py checks that whatever this accepts, the
-    serializer accepts with the same data (key order included).
-    """
-    if type(data) is not dict or data.keys() != {"customer_id", "items", "shipping_address"}:
-        return None
-    customer_id, items, address = data["customer_id"], data["items"], data["shipping_address"]
-    if not _plain_text(customer_id, 1, MAX_ID) or type(items) is not list or not 1 <= len(items) <= MAX_LINES:
-        return None
-    lines, skus = [], set()
-    for item in items:
-        if type(item) is not dict or item.keys() != {"sku", "quantity"}:
-            return None
-        sku, quantity = item["sku"], item["quantity"]
-        if not _plain_text(sku, 1, MAX_ID) or sku in skus:
-            return None
-        if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
-            return None
-        skus.add(sku)
-        lines.append({"sku": sku, "quantity": quantity})
-    if type(address) is not dict or not address.keys() <= {"country", *_ADDRESS_TEXT}:
-        return None
-    country = address.get("country")
-    if type(country) is not str or not COUNTRY_CODE.match(country):
-        return None
-    shipping_address = {"country": country}
-    for name in _ADDRESS_TEXT:  # the serializer's field order
-        if name in address:
-            if not _plain_text(address[name], 0, MAX_ADDRESS_TEXT):
-                return None
-            shipping_address[name] = address[name]
-    return {"customer_id": customer_id, "items": lines, "shipping_address": shipping_address}
+# The POST's body, checked without DRF's per-call cost when it is plainly valid (see
+# common/web/fastpath.py); anything else goes through OrderInSerializer.
+order_in = plain_input(OrderInSerializer)
 
 
 class LineOutSerializer(serializers.Serializer):
@@ -144,59 +99,21 @@ class OrderOutSerializer(serializers.ModelSerializer):
         ]
 
 
-# One instance of each output field, shared: DRF builds (and deep-copies) every field of a
-# serializer per call, half of the web process's CPU per order placed (py-spy). These keep
-# DRF's own formatting of money and times; tests/order/test_order.py checks that
-# order_out() and OrderOutSerializer agree.
-_TOTAL = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
-_PRICE = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
-_TIME = serializers.DateTimeField()
+# OrderOutSerializer(order).data, built from the serializer's own fields once. An order
+# from services.order_place or selectors.order_get carries its lines and steps already read
+# (``line_views``, ``step_views``); any other reads them through its relations.
+def _read(rows: str, relation: str) -> Any:
+    def get(order: Order) -> Any:
+        found = getattr(order, rows, None)
+        return getattr(order, relation).all() if found is None else found
+
+    return get
 
 
-def _or_none(field: serializers.Field, value: Any) -> Any:
-    return None if value is None else field.to_representation(value)
-
-
-def order_out(order: Order) -> dict[str, Any]:
-    """``OrderOutSerializer(order).data`` (its schema is the API's), built directly.
-
-    An order from services.order_place or selectors.order_get carries its lines and steps
-    (``line_views``, ``step_views``); any other reads them through its relations.
-    """
-    address = order.shipping_address
-    lines = getattr(order, "line_views", None)
-    timeline = getattr(order, "step_views", None)
-    return {
-        "id": str(order.id),
-        "customer_id": str(order.customer_id),
-        "status": str(order.status),
-        "failure_reason": str(order.failure_reason),
-        "total": _or_none(_TOTAL, order.total),
-        "items": [
-            {
-                "sku": str(line.sku),
-                "quantity": int(line.quantity),
-                "unit_price": _or_none(_PRICE, line.unit_price),
-            }
-            for line in (order.lines.all() if lines is None else lines)
-        ],
-        "shipping_address": {
-            name: None if address[name] is None else str(address[name])
-            for name in _ADDRESS_FIELDS
-            if name in address
-        },
-        "created_at": _or_none(_TIME, order.created_at),
-        "updated_at": _or_none(_TIME, order.updated_at),
-        "timeline": [
-            {
-                "event_type": str(event.event_type),
-                "service": str(event.service),
-                "at": _or_none(_TIME, event.occurred_at),
-                "event_id": str(event.event_id),
-            }
-            for event in (order.timeline.all() if timeline is None else timeline)
-        ],
-    }
+order_out = representer(
+    OrderOutSerializer,
+    sources={"items": _read("line_views", "lines"), "timeline": _read("step_views", "timeline")},
+)
 
 
 class CancelInSerializer(serializers.Serializer):

@@ -2,14 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, viewsets
-from rest_framework.request import Request
-from rest_framework.response import Response
+from rest_framework import serializers
 
-from common.web.api import MoneyField, StrictCharField, text_query_param, uuid_query_param
-from common.web.views import TEXT_PARAMETER, ApiSchema, KeyedResourceViewSet
+from common.web.api import MoneyField, StrictCharField
+from common.web.views import KeyedResourceViewSet, RecordsOfOrdersViewSet
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 
@@ -44,21 +40,9 @@ class AccountViewSet(KeyedResourceViewSet):
         return services.account_create(**data)
 
 
-class PaymentViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class PaymentViewSet(RecordsOfOrdersViewSet):
     serializer_class = PaymentSerializer
-    schema = ApiSchema()
+    text_filters = ("customer_id",)
 
-    def get_queryset(self):
-        order_id = uuid_query_param(self.request, "order_id")
-        return selectors.payment_list(
-            order_id=order_id, customer_id=text_query_param(self.request, "customer_id")
-        )
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("order_id", OpenApiTypes.UUID),
-            OpenApiParameter("customer_id", TEXT_PARAMETER),
-        ]
-    )
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+    def select(self, **filters: str | None) -> Any:
+        return selectors.payment_list(**filters)

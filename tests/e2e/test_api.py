@@ -536,20 +536,48 @@ def test_product_duplicate_sku_is_409(api: Api) -> None:
 def test_product_bad_input_is_400(api: Api, overrides: dict[str, Any], field: str) -> None:
     sku = new_sku()
     body = {"sku": sku, "name": "Widget", "price": "1.00", "available": 1, **overrides}
-    error = assert_json_error(api.post("inventory", "/api/products/", json=body), 400)
+    assert_create_refused(api, "inventory", "/api/products/", body, field, key=sku)
+
+
+def assert_create_refused(api: Api, service: str, path: str, body: dict, field: str, *, key: Any) -> None:
+    """A 400 naming ``field``, and nothing created under ``key``."""
+    error = assert_json_error(api.post(service, path, json=body), 400)
     assert_names_field(error, (field,))
-    assert_json_error(api.get("inventory", f"/api/products/{sku}/"), 404)
+    assert_json_error(api.get(service, f"{path}{key}/"), 404)
 
 
-def test_unknown_product_is_404(api: Api) -> None:
-    sku = new_sku()
-    body = assert_json_error(api.get("inventory", f"/api/products/{sku}/"), 404)
-    assert sku in body["message"]
+@pytest.mark.parametrize(
+    ("service", "collection", "new_key"),
+    [
+        ("inventory", "/api/products/", new_sku),
+        ("payment", "/api/accounts/", new_customer),
+    ],
+    ids=["product", "account"],
+)
+def test_unknown_resource_is_404(api: Api, service: str, collection: str, new_key: Any) -> None:
+    key = new_key()
+    body = assert_json_error(api.get(service, f"{collection}{key}/"), 404)
+    assert key in body["message"]
 
 
-def test_reservations_filter_bad_uuid_is_400(api: Api) -> None:
-    response = api.get("inventory", "/api/reservations/", params={"order_id": "not-a-uuid"})
+RECORDS_OF_ORDERS = [
+    ("inventory", "/api/reservations/"),
+    ("payment", "/api/payments/"),
+    ("shipping", "/api/shipments/"),
+]
+
+
+@pytest.mark.parametrize(("service", "collection"), RECORDS_OF_ORDERS)
+def test_records_filter_bad_uuid_is_400(api: Api, service: str, collection: str) -> None:
+    response = api.get(service, collection, params={"order_id": "not-a-uuid"})
     assert_names_field(assert_json_error(response, 400), ("order_id",))
+
+
+@pytest.mark.parametrize(("service", "collection"), RECORDS_OF_ORDERS)
+def test_records_filter_unknown_order_is_empty(api: Api, service: str, collection: str) -> None:
+    response = api.get(service, collection, params={"order_id": str(uuid.uuid4())})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
 
 
 # -- payment ----------------------------------------------------------------------
@@ -591,47 +619,13 @@ def test_account_duplicate_is_409(api: Api) -> None:
 def test_account_bad_input_is_400(api: Api, overrides: dict[str, Any], field: str) -> None:
     customer = new_customer()
     body = {"customer_id": customer, "balance": "1.00", **overrides}
-    error = assert_json_error(api.post("payment", "/api/accounts/", json=body), 400)
-    assert_names_field(error, (field,))
-    assert_json_error(api.get("payment", f"/api/accounts/{customer}/"), 404)
+    assert_create_refused(api, "payment", "/api/accounts/", body, field, key=customer)
 
 
 def test_account_customer_id_must_be_a_string(api: Api) -> None:
     number = int(uuid.uuid4().int % 10**12)
-    response = api.post("payment", "/api/accounts/", json={"customer_id": number, "balance": "1.00"})
-    assert_names_field(assert_json_error(response, 400), ("customer_id",))
-    assert_json_error(api.get("payment", f"/api/accounts/{number}/"), 404)
-
-
-def test_unknown_account_is_404(api: Api) -> None:
-    customer = new_customer()
-    body = assert_json_error(api.get("payment", f"/api/accounts/{customer}/"), 404)
-    assert customer in body["message"]
-
-
-def test_payments_filter_bad_uuid_is_400(api: Api) -> None:
-    response = api.get("payment", "/api/payments/", params={"order_id": "not-a-uuid"})
-    assert_names_field(assert_json_error(response, 400), ("order_id",))
-
-
-def test_payments_filter_unknown_order_is_empty(api: Api) -> None:
-    response = api.get("payment", "/api/payments/", params={"order_id": str(uuid.uuid4())})
-    assert response.status_code == 200, response.text
-    assert response.json()["count"] == 0
-
-
-# -- shipping ---------------------------------------------------------------------
-
-
-def test_shipments_filter_bad_uuid_is_400(api: Api) -> None:
-    response = api.get("shipping", "/api/shipments/", params={"order_id": "not-a-uuid"})
-    assert_names_field(assert_json_error(response, 400), ("order_id",))
-
-
-def test_shipments_filter_unknown_order_is_empty(api: Api) -> None:
-    response = api.get("shipping", "/api/shipments/", params={"order_id": str(uuid.uuid4())})
-    assert response.status_code == 200, response.text
-    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
+    body = {"customer_id": number, "balance": "1.00"}
+    assert_create_refused(api, "payment", "/api/accounts/", body, "customer_id", key=number)
 
 
 @pytest.mark.parametrize("reason", ["r" * 201, "", 42], ids=["reason-201", "reason-empty", "reason-number"])

@@ -94,6 +94,16 @@ def test_client_cancels_a_pending_order_and_every_step_is_undone(api: Api, stopp
     assert api.stock(sku)["available"] == 3
 
 
+def wait_restarted(program: str, before: int) -> None:
+    """Until ``program`` (SIGKILLed by a fault) runs again under a new pid."""
+    poll(
+        lambda: pid(program),
+        lambda now: now not in (0, before),
+        timeout=20,
+        what=f"{program} to be SIGKILLed and restarted",
+    )
+
+
 def test_cancel_is_refused_once_terminal_and_404_for_an_unknown_order(api: Api) -> None:
     order = api.wait_terminal(api.place(api.account(), [(api.product(), 1)])["id"])
     assert order["status"] == "COMPLETED"
@@ -202,12 +212,7 @@ def test_a_worker_killed_mid_handler_applies_the_event_exactly_once(api: Api, po
     before = pid("shipping-worker")
     with faults(f"shipping/{point}:PaymentCompleted=crash"):
         order = api.place(customer, [(sku, 2)])
-        poll(
-            lambda: pid("shipping-worker"),
-            lambda p: p not in (0, before),
-            timeout=20,
-            what="the shipping worker to be SIGKILLed and restarted",
-        )
+        wait_restarted("shipping-worker", before)
     final = settle(api, [order["id"]])[0]  # PaymentCompleted was redelivered
     assert final["status"] == "COMPLETED"
     assert [s["status"] for s in api.shipments(order["id"])] == ["SCHEDULED"]
@@ -259,12 +264,7 @@ def test_a_relay_killed_after_publishing_before_marking_duplicates_nothing(api: 
     # The web process leaves OrderPlaced to the relay (as if it died right after its commit).
     with faults("order/outbox.after_commit=raise,order/relay.after_publish=crash"):
         order = api.place(customer, [(sku, 1)])
-        poll(
-            lambda: pid("order-relay"),
-            lambda p: p not in (0, before),
-            timeout=20,
-            what="the order relay to be SIGKILLed and restarted",
-        )
+        wait_restarted("order-relay", before)
     final = settle(api, [order["id"]])[0]  # OrderPlaced went out at least twice
     assert final["status"] == "COMPLETED"
     assert len(api.reservations(order["id"])) == 1

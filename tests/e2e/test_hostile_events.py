@@ -19,23 +19,7 @@ from kombu import Connection
 from common.messaging.envelope import Envelope
 from common.messaging.signing import SIGNATURE_HEADER, signature_of
 from common.services import SERVICES
-from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, rabbitmqctl, signature, sql
-
-
-def publish(
-    body: bytes, *, routing_key: str, exchange: str = "saga.events", headers: dict | None = None
-) -> None:
-    with Connection(BROKER_URL, transport_options={"confirm_publish": True}) as conn:
-        conn.Producer().publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=headers or {},
-            content_type="application/json",
-            content_encoding="utf-8",
-            delivery_mode=2,
-            retry=True,
-        )
+from tests.support import BROKER_URL, Api, ctl, manage, parked, poll, publish, rabbitmqctl, signature, sql
 
 
 def discard(service: str, ids: list[int], note: str) -> None:
@@ -81,9 +65,7 @@ def test_a_forged_payment_completed_ships_nothing(api: Api) -> None:
             "inventory, signing as itself": (forged("inventory"), lambda body: signature("inventory", body)),
         }
         for body, sign in attacks.values():
-            publish(
-                body, routing_key="payment.completed", headers={SIGNATURE_HEADER: sign(body)} if sign else {}
-            )
+            publish("payment.completed", body, headers={SIGNATURE_HEADER: sign(body)} if sign else {})
         expected = [
             "untrusted event: unsigned event",
             "untrusted event: bad signature",
@@ -158,7 +140,7 @@ def test_fuzzed_and_truncated_bodies_are_parked_with_a_reason_and_no_worker_stop
     for service in SERVICES:
         bodies = hostile_bodies(service, rng)
         for i, body in enumerate(bodies):
-            publish(body, exchange="", routing_key=f"{service}.events", headers={"x-fuzz": f"{marker}-{i}"})
+            publish(f"{service}.events", body, exchange="", headers={"x-fuzz": f"{marker}-{i}"})
         sent[service] = len(bodies)
     for service, count in sent.items():
         found = poll(
@@ -240,15 +222,7 @@ def test_a_compromised_service_can_publish_but_not_forge_another_producer(api: A
         .to_json()
         .encode()
     )
-    with Connection(service_broker("inventory"), transport_options={"confirm_publish": True}) as conn:
-        conn.Producer().publish(
-            forged,
-            exchange="saga.events",
-            routing_key="payment.completed",
-            headers={SIGNATURE_HEADER: signature("inventory", forged)},
-            content_type="application/json",
-            content_encoding="utf-8",
-        )
+    publish("payment.completed", forged, signed_by="inventory", broker=service_broker("inventory"))
     found = poll(
         lambda: [m for m in parked("shipping", order_id) if m["event_type"] == "PaymentCompleted"],
         lambda found: len(found) == 1,

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 
-from common.messaging.envelope import Envelope
 from common.services import SERVICES
-from tests.e2e.test_saga_paths import publish
-from tests.support import Api, manage, poll, queue_depth, wait_invariants
+from tests.support import (
+    SHIPPING_FAILED_STEPS,
+    Api,
+    manage,
+    poll,
+    publish,
+    queue_depth,
+    reserved_again,
+    wait_invariants,
+)
 
 
 def scrape(api: Api) -> dict[tuple[str, str], float]:
@@ -67,20 +73,7 @@ def test_metrics_count_what_happened(api: Api) -> None:
     for order_id in ids:
         wait_invariants(api, order_id)
     completed = finals[0]
-    reserved = next(s for s in completed["timeline"] if s["event_type"] == "InventoryReserved")
-    duplicate = Envelope(
-        event_id=reserved["event_id"],
-        event_type="InventoryReserved",
-        saga_id=completed["id"],
-        producer="inventory",
-        occurred_at=datetime.now(tz=UTC),
-        payload={
-            "customer_id": rich,
-            "total": "5.00",
-            "lines": [{"sku": sku, "quantity": 1, "unit_price": "5.00"}],
-        },
-    ).to_json()
-    publish("inventory.reserved", duplicate, signed_by="inventory")
+    publish("inventory.reserved", reserved_again(completed, rich), signed_by="inventory")
     poll(
         lambda: (
             total(scrape(api), "payment", "saga_deliveries_total", outcome="duplicate")
@@ -126,13 +119,6 @@ def test_saga_show_prints_the_timeline_for_a_person(api: Api) -> None:
     shown = manage("order", "saga", "show", order["id"])
     assert f"order {order['id']}  CANCELLED" in shown
     assert "destination country AQ is not served" in shown
-    for step in (
-        "OrderPlaced",
-        "InventoryReserved",
-        "PaymentCompleted",
-        "ShipmentFailed",
-        "InventoryReleased",
-        "PaymentRefunded",
-    ):
+    for step in SHIPPING_FAILED_STEPS:
         assert re.search(rf"\s{step}\s+\w+", shown), (step, shown)
     assert "waiting for nothing" in shown

@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from kombu import Connection
 
-from common.messaging.envelope import Envelope
-from tests.support import Api, ctl, faults, manage, poll, signature, wait_invariants
+from tests.support import (
+    COMPLETED_STEPS,
+    SHIPPING_FAILED_STEPS,
+    Api,
+    ctl,
+    faults,
+    manage,
+    poll,
+    publish,
+    reserved_again,
+    wait_invariants,
+)
 
 BROKER = os.environ.get("SAGA_BROKER_URL", "amqp://saga:saga@127.0.0.1:5672/saga")
 PATHS = [
@@ -26,7 +34,7 @@ PATHS = [
         True,
         "FR",
         "COMPLETED",
-        ["OrderPlaced", "InventoryReserved", "PaymentCompleted", "ShipmentScheduled", "OrderCompleted"],
+        COMPLETED_STEPS,
     ),
     ("out of stock", "100.00", 1, 2, True, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
     ("unknown sku", "100.00", 10, 1, False, True, "FR", "REJECTED", ["OrderPlaced", "InventoryRejected"]),
@@ -61,14 +69,7 @@ PATHS = [
         True,
         "AQ",
         "CANCELLED",
-        [
-            "OrderPlaced",
-            "InventoryReserved",
-            "PaymentCompleted",
-            "ShipmentFailed",
-            "InventoryReleased",
-            "PaymentRefunded",
-        ],
+        SHIPPING_FAILED_STEPS,
     ),
 ]
 
@@ -107,42 +108,12 @@ def test_saga_path(
         assert api.balance(customer) == Decimal(balance) - spent
 
 
-def publish(
-    routing_key: str, body: bytes | str, *, exchange: str = "saga.events", signed_by: str | None = None
-) -> None:
-    raw = body.encode() if isinstance(body, str) else body
-    with Connection(BROKER, transport_options={"confirm_publish": True}) as conn:
-        conn.Producer().publish(
-            raw,
-            exchange=exchange,
-            routing_key=routing_key,
-            headers={"x-saga-signature": signature(signed_by, raw)} if signed_by else {},
-            content_type="application/json",
-            content_encoding="utf-8",
-            delivery_mode=2,
-            retry=True,
-        )
-
-
 def test_a_duplicate_event_on_the_broker_has_no_second_effect(api: Api) -> None:
     sku = api.product(price="3.00", available=5)
     customer = api.account(balance="50.00")
     order = api.wait_terminal(api.place(customer, [(sku, 2)])["id"])
     assert order["status"] == "COMPLETED"
-    reserved = next(s for s in order["timeline"] if s["event_type"] == "InventoryReserved")
-    copy = Envelope(
-        event_id=reserved["event_id"],
-        event_type="InventoryReserved",
-        saga_id=order["id"],
-        producer="inventory",
-        occurred_at=datetime.fromisoformat(reserved["at"]).astimezone(UTC),
-        payload={
-            "customer_id": customer,
-            "total": order["total"],
-            "lines": [{"sku": sku, "quantity": 2, "unit_price": "3.00"}],
-        },
-    )
-    publish("inventory.reserved", copy.to_json(), signed_by="inventory")
+    publish("inventory.reserved", reserved_again(order, customer), signed_by="inventory")
     # A later order through the same payment queue completes only after the copy was handled.
     later = api.wait_terminal(api.place(customer, [(sku, 1)])["id"])
     assert later["status"] == "COMPLETED"

@@ -7,6 +7,7 @@ import pytest
 
 from common.messaging.consumer import Disposition
 from common.messaging.contracts import latest_version, validate_payload
+from common.messaging.envelope import Envelope
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
 from tests.events import deliver, envelope, outbox_events, outbox_types
@@ -41,6 +42,19 @@ def conserved(sku: str) -> None:
     assert product.available >= 0
     assert product.reserved >= 0
     assert product.received == product.available + product.reserved + deducted
+
+
+def handled_once(event: Envelope) -> None:
+    """Delivered twice (at-least-once): handled, then absorbed by the inbox."""
+    assert deliver(event).disposition is Disposition.HANDLED
+    assert deliver(event).disposition is Disposition.DUPLICATE
+
+
+def bolt_ends(order_id: str, *, available: int, reserved: int, emitted: list[str]) -> None:
+    bolt = Product.objects.get(sku="b-bolt")
+    assert (bolt.available, bolt.reserved) == (available, reserved)
+    assert outbox_types(order_id) == emitted
+    conserved("b-bolt")
 
 
 def test_reserve_prices_every_line_in_sku_order(stock) -> None:
@@ -109,37 +123,23 @@ def test_release_then_duplicate_release_has_one_effect(stock) -> None:
         order_id,
         {"customer_id": "alice", "code": "insufficient_funds", "reason": "no money", "amount": "0.75"},
     )
-    assert deliver(declined).disposition is Disposition.HANDLED
-    assert deliver(declined).disposition is Disposition.DUPLICATE
+    handled_once(declined)
     # A second, different compensation request for the same order: no second effect either.
-    failed = envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"})
-    assert deliver(failed).disposition is Disposition.HANDLED
-    assert deliver(failed).disposition is Disposition.DUPLICATE
-    bolt = Product.objects.get(sku="b-bolt")
-    assert (bolt.available, bolt.reserved) == (10, 0)
-    assert outbox_types(order_id) == ["InventoryReserved", "InventoryReleased"]
-    conserved("b-bolt")
+    handled_once(envelope("ShipmentFailed", order_id, {"code": "country_not_served", "reason": "AQ"}))
+    bolt_ends(order_id, available=10, reserved=0, emitted=["InventoryReserved", "InventoryReleased"])
 
 
 def test_deduct_on_completion(stock) -> None:
     order_id = str(uuid.uuid4())
     deliver(placed(order_id, [("b-bolt", 3)]))
-    completed = envelope("OrderCompleted", order_id, {}, producer="order")
-    deliver(completed)
-    assert deliver(completed).disposition is Disposition.DUPLICATE
-    bolt = Product.objects.get(sku="b-bolt")
-    assert (bolt.available, bolt.reserved) == (7, 0)
-    assert outbox_types(order_id) == ["InventoryReserved", "InventoryDeducted"]
-    conserved("b-bolt")
+    handled_once(envelope("OrderCompleted", order_id, {}, producer="order"))
+    bolt_ends(order_id, available=7, reserved=0, emitted=["InventoryReserved", "InventoryDeducted"])
 
 
 def test_duplicate_order_placed_reserves_once(stock) -> None:
     order_id = str(uuid.uuid4())
-    event = placed(order_id, [("b-bolt", 2)])
-    assert deliver(event).disposition is Disposition.HANDLED
-    assert deliver(event).disposition is Disposition.DUPLICATE
-    assert Product.objects.get(sku="b-bolt").available == 8
-    assert outbox_types(order_id) == ["InventoryReserved"]
+    handled_once(placed(order_id, [("b-bolt", 2)]))
+    bolt_ends(order_id, available=8, reserved=2, emitted=["InventoryReserved"])
 
 
 def test_version_conflicts_are_retried_then_handed_to_the_tiers(stock, settings, monkeypatch) -> None:

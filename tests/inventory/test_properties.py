@@ -12,20 +12,18 @@ batch too. After every step the stock invariants of SPEC §5 must hold.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
-from common.messaging.consumer import Disposition
 from common.messaging.envelope import Envelope
-from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
-from tests.events import deliver_batch, deliver_drawn_batch, envelope
+from tests.events import envelope
+from tests.machines import DeliveredSaga, DeliveryMachine
 
 SKUS = ("hot-a", "hot-b")
 STOCK = 6
@@ -37,41 +35,27 @@ FATE_EVENTS = {
 
 
 @dataclass
-class Saga:
-    order_id: str
+class Saga(DeliveredSaga):
     lines: dict[str, int]
     fate: str
     placed: bool = False  # queued (delivered once the batch holding it was)
     reserved: bool = False
     fate_done: bool = False
-    cancelled: bool = False
-    delivered: list[Envelope] = field(default_factory=list)
-
-    def has(self, event_type: str) -> bool:
-        """Delivered (not only queued)."""
-        return any(event.event_type == event_type for event in self.delivered)
 
 
-class InventoryMachine(RuleBasedStateMachine):
+class InventoryMachine(DeliveryMachine):
     @initialize()
     def reset(self) -> None:
-        for model in (Reservation, Product, InboxMessage, OutboxMessage, CancelledSaga):
-            model.objects.all().delete()
+        self.wipe(Reservation, Product)
         for sku in SKUS:
             services.product_create(sku=sku, name=sku, price=Decimal("1.00"), available=STOCK)
-        self.sagas: list[Saga] = []
-        self.pending: list[tuple[Saga, Envelope]] = []
 
-    def _deliver(self, saga: Saga, event: Envelope) -> None:
-        self.pending.append((saga, event))
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data())
-    def batch(self, data: st.DataObject) -> None:
-        """The worker takes what arrived: the next ``size`` deliveries, maybe one of them twice."""
-        taken, self.pending = deliver_drawn_batch(data, self.pending, self.sagas)
+    def settle(self, taken: list[tuple[Saga, Envelope]]) -> None:
         for saga, _ in taken:
             saga.reserved = Reservation.objects.filter(order_id=saga.order_id).exists()
+
+    def holdings(self) -> list[tuple[int, int, int]]:
+        return list(Product.objects.order_by("sku").values_list("available", "reserved", "version"))
 
     @rule(
         lines=st.dictionaries(st.sampled_from(SKUS), st.integers(1, 4), min_size=1),
@@ -138,29 +122,7 @@ class InventoryMachine(RuleBasedStateMachine):
                 ]
             )
         )
-        self._deliver(
-            saga, envelope("OrderCancelled", saga.order_id, {"reason": "deadline"}, producer="order")
-        )
-        saga.cancelled = True
-
-    @precondition(lambda self: any(s.delivered for s in self.sagas) and not self.pending)
-    @rule(data=st.data())
-    def duplicate(self, data: st.DataObject) -> None:
-        """At-least-once delivery: any earlier event comes again, and changes nothing."""
-        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
-        event = data.draw(st.sampled_from(saga.delivered))
-        before = list(Product.objects.order_by("sku").values_list("available", "reserved", "version"))
-        [outcome] = deliver_batch([event])
-        assert outcome.disposition is Disposition.DUPLICATE
-        after = list(Product.objects.order_by("sku").values_list("available", "reserved", "version"))
-        assert after == before
-
-    @precondition(lambda self: any(s.delivered for s in self.sagas))
-    @rule(data=st.data())
-    def redelivered(self, data: st.DataObject) -> None:
-        """A copy of a delivered event joins the queue (a redelivery after a crash)."""
-        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
-        self.pending.append((saga, data.draw(st.sampled_from(saga.delivered))))
+        self.cancel(saga)
 
     @invariant()
     def stock_is_conserved_and_never_negative(self) -> None:
@@ -191,10 +153,4 @@ class InventoryMachine(RuleBasedStateMachine):
 
 @pytest.mark.django_db
 def test_inventory_handlers_keep_stock_invariants_under_any_interleaving() -> None:
-    InventoryMachine.TestCase.settings = settings(
-        max_examples=40,
-        stateful_step_count=30,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    InventoryMachine.TestCase().runTest()
+    InventoryMachine.run()

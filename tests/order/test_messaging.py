@@ -117,9 +117,13 @@ def relay_publishes(settings) -> None:
     settings.SAGA_PUBLISH_ON_COMMIT = False
 
 
-@pytest.mark.django_db(transaction=True)
-def test_publish_on_commit_sends_at_commit_and_marks_the_row(spy, settings) -> None:
+@pytest.fixture
+def at_commit(settings, transactional_db) -> None:
+    """Events published right after their transaction commits, in transactions that commit."""
     settings.SAGA_PUBLISH_ON_COMMIT = True
+
+
+def test_publish_on_commit_sends_at_commit_and_marks_the_row(at_commit, spy, settings) -> None:
     order_id = place()
     [message] = drain(spy, 1)  # no relay ran
     assert json.loads(message.body)["saga_id"] == order_id
@@ -130,9 +134,7 @@ def test_publish_on_commit_sends_at_commit_and_marks_the_row(spy, settings) -> N
     assert Relay().publish_pending() == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_publish_on_commit_sends_a_burst_in_commit_order(spy, settings) -> None:
-    settings.SAGA_PUBLISH_ON_COMMIT = True
+def test_publish_on_commit_sends_a_burst_in_commit_order(at_commit, spy, settings) -> None:
     order_ids = [place() for _ in range(20)]
     got = [json.loads(m.body)["saga_id"] for m in drain(spy, 20)]
     assert got == order_ids
@@ -140,9 +142,7 @@ def test_publish_on_commit_sends_a_burst_in_commit_order(spy, settings) -> None:
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_publish_on_commit_is_never_sent_for_a_rolled_back_transaction(spy, settings) -> None:
-    settings.SAGA_PUBLISH_ON_COMMIT = True
+def test_publish_on_commit_is_never_sent_for_a_rolled_back_transaction(at_commit, spy, settings) -> None:
 
     def place_then_fail() -> None:
         with transaction.atomic():
@@ -172,11 +172,9 @@ class StuckBroker:
         self.real.close()
 
 
-@pytest.mark.django_db(transaction=True)
 def test_publish_on_commit_never_makes_the_committing_thread_wait_for_the_broker(
-    spy, settings, monkeypatch
+    at_commit, spy, settings, monkeypatch
 ) -> None:
-    settings.SAGA_PUBLISH_ON_COMMIT = True
     stuck = StuckBroker()
     monkeypatch.setattr(direct.pusher(), "publisher_factory", lambda: stuck)
     first = place()
@@ -192,12 +190,12 @@ def test_publish_on_commit_never_makes_the_committing_thread_wait_for_the_broker
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_publish_on_commit_survives_a_broker_connection_that_died_while_idle(spy, settings) -> None:
+def test_publish_on_commit_survives_a_broker_connection_that_died_while_idle(
+    at_commit, spy, settings
+) -> None:
     # RabbitMQ drops a connection whose heartbeats it missed (the pusher sits idle between
     # bursts), a restart or a network cut kills it too: the next event must still go at once,
     # on a new connection, not after a back-off and the relay's grace period.
-    settings.SAGA_PUBLISH_ON_COMMIT = True
     first = place()
     assert direct.pusher().flush()
     assert [json.loads(m.body)["saga_id"] for m in drain(spy, 1)] == [first]
@@ -225,11 +223,9 @@ def test_an_idle_publisher_answers_heartbeats_and_drops_a_dead_connection(broker
     publisher.close()
 
 
-@pytest.mark.django_db(transaction=True)
 def test_publish_on_commit_failing_leaves_the_row_to_the_relay_after_the_grace(
-    spy, settings, monkeypatch
+    at_commit, spy, settings, monkeypatch
 ) -> None:
-    settings.SAGA_PUBLISH_ON_COMMIT = True
     settings.SAGA_RELAY_GRACE_SECONDS = 3.0
     unreachable = "amqp://saga:saga@127.0.0.1:1/saga_test"  # nothing listens on port 1
     monkeypatch.setattr(direct.pusher(), "publisher_factory", lambda: BatchPublisher(unreachable))
@@ -253,11 +249,9 @@ def test_publish_on_commit_failing_leaves_the_row_to_the_relay_after_the_grace(
     assert got == {order_id, later}
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_process_dying_between_commit_and_publish_leaves_the_event_to_the_relay(
-    spy, settings, monkeypatch
+    at_commit, spy, settings, monkeypatch
 ) -> None:
-    settings.SAGA_PUBLISH_ON_COMMIT = True
     settings.SAGA_RELAY_GRACE_SECONDS = 0.0
     monkeypatch.setenv("SAGA_FAULTS", "outbox.after_commit=raise")
     monkeypatch.setattr(faults, "_config", None)

@@ -11,68 +11,45 @@ order is charged or refunded twice.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
 from django.db.models import Count
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
-from common.messaging.consumer import Disposition
 from common.messaging.envelope import Envelope
-from common.messaging.models import CancelledSaga, InboxMessage, OutboxMessage
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment
-from tests.events import deliver_batch, deliver_drawn_batch, envelope
+from tests.events import envelope
+from tests.machines import DeliveredSaga, DeliveryMachine
 
 CUSTOMERS = {"rich": Decimal("100.00"), "poor": Decimal("15.00")}
 
 
 @dataclass
-class Saga:
-    order_id: str
+class Saga(DeliveredSaga):
     customer: str
     amount: Decimal
     charged: bool = False
     reserved_delivered: bool = False
     ship_failed: bool = False
-    cancelled: bool = False
-    delivered: list[Envelope] = field(default_factory=list)
-
-    def has(self, event_type: str) -> bool:
-        """Delivered (not only queued)."""
-        return any(event.event_type == event_type for event in self.delivered)
 
 
-class PaymentMachine(RuleBasedStateMachine):
+class PaymentMachine(DeliveryMachine):
     @initialize()
     def reset(self) -> None:
-        for model in (Payment, Account, InboxMessage, OutboxMessage, CancelledSaga):
-            model.objects.all().delete()
+        self.wipe(Payment, Account)
         for customer, balance in CUSTOMERS.items():
             services.account_create(customer_id=customer, balance=balance)
-        self.sagas: list[Saga] = []
-        self.pending: list[tuple[Saga, Envelope]] = []
 
-    def _deliver(self, saga: Saga, event: Envelope) -> None:
-        self.pending.append((saga, event))
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data())
-    def batch(self, data: st.DataObject) -> None:
-        """The worker takes what arrived: the next ``size`` deliveries, maybe one of them twice."""
-        taken, self.pending = deliver_drawn_batch(data, self.pending, self.sagas)
+    def settle(self, taken: list[tuple[Saga, Envelope]]) -> None:
         for saga, _ in taken:
             saga.charged = Payment.objects.filter(order_id=saga.order_id, kind="charge").exists()
 
-    @precondition(lambda self: any(s.delivered for s in self.sagas))
-    @rule(data=st.data())
-    def redelivered(self, data: st.DataObject) -> None:
-        """A copy of a delivered event joins the queue (a redelivery after a crash)."""
-        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
-        self.pending.append((saga, data.draw(st.sampled_from(saga.delivered))))
+    def holdings(self) -> list[Decimal]:
+        return list(Account.objects.order_by("customer_id").values_list("balance", flat=True))
 
     @rule(customer=st.sampled_from(sorted(CUSTOMERS)), cents=st.integers(1, 4000))
     def new_order(self, customer: str, cents: int) -> None:
@@ -116,20 +93,7 @@ class PaymentMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def order_cancelled(self, data: st.DataObject) -> None:
         saga = data.draw(st.sampled_from([s for s in self.sagas if not s.cancelled]))
-        self._deliver(
-            saga, envelope("OrderCancelled", saga.order_id, {"reason": "deadline"}, producer="order")
-        )
-        saga.cancelled = True
-
-    @precondition(lambda self: any(s.delivered for s in self.sagas) and not self.pending)
-    @rule(data=st.data())
-    def duplicate(self, data: st.DataObject) -> None:
-        saga = data.draw(st.sampled_from([s for s in self.sagas if s.delivered]))
-        event = data.draw(st.sampled_from(saga.delivered))
-        before = list(Account.objects.order_by("customer_id").values_list("balance", flat=True))
-        [outcome] = deliver_batch([event])
-        assert outcome.disposition is Disposition.DUPLICATE
-        assert list(Account.objects.order_by("customer_id").values_list("balance", flat=True)) == before
+        self.cancel(saga)
 
     @invariant()
     def money_is_conserved_and_never_negative(self) -> None:
@@ -158,10 +122,4 @@ class PaymentMachine(RuleBasedStateMachine):
 
 @pytest.mark.django_db
 def test_payment_handlers_keep_money_invariants_under_any_interleaving() -> None:
-    PaymentMachine.TestCase.settings = settings(
-        max_examples=40,
-        stateful_step_count=30,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    PaymentMachine.TestCase().runTest()
+    PaymentMachine.run()

@@ -151,61 +151,88 @@ def test_json_lists_the_edges() -> None:
     } in data["edges"]
 
 
-def test_an_event_no_service_consumes_is_a_problem() -> None:
-    descriptions = without(sound_saga(), "order", "StockRejected")
-    assert problems(build_graph(descriptions)) == [
-        "StockRejected is emitted by stock but no service consumes it"
-    ]
+def _compensating(name: str, index: int, compensates: str | None) -> Any:
+    def mutate(descriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        service(descriptions, name)["consumes"][index]["compensates"] = compensates
+        return descriptions
+
+    return mutate
 
 
-def test_a_handler_of_an_event_no_service_emits_is_a_problem() -> None:
-    descriptions = sound_saga()
-    service(descriptions, "order")["consumes"].append(handles("PaymentExpired"))
-    service(descriptions, "stock")["consumes"].append(handles("PaymentExpired", "StockReleased"))
-    assert problems(build_graph(descriptions)) == [
-        "order, stock handles PaymentExpired but no service emits it"
-    ]
+def _handling(*handlers: tuple[str, dict[str, Any]]) -> Any:
+    def mutate(descriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for name, handler in handlers:
+            service(descriptions, name)["consumes"].append(handler)
+        return descriptions
+
+    return mutate
 
 
-def test_a_forward_step_not_undone_on_a_later_failure_is_a_problem() -> None:
-    descriptions = without(sound_saga(), "stock", "PaymentDeclined")
-    assert problems(build_graph(descriptions)) == [
-        "stock emits StockReserved and PaymentDeclined can follow it, "
-        "but stock has no handler for PaymentDeclined that compensates StockReserved"
-    ]
+NOT_UNDONE = (
+    "stock emits StockReserved and PaymentDeclined can follow it, "
+    "but stock has no handler for PaymentDeclined that compensates StockReserved"
+)
 
 
-def test_a_handler_of_a_later_failure_that_compensates_nothing_is_a_problem() -> None:
-    descriptions = sound_saga()
-    service(descriptions, "stock")["consumes"][2]["compensates"] = None
-    found = problems(build_graph(descriptions))
-    assert found == [
-        "stock emits StockReserved and PaymentDeclined can follow it, "
-        "but stock has no handler for PaymentDeclined that compensates StockReserved"
-    ]
-
-
-def test_a_failure_reported_by_the_step_s_own_service_needs_no_handler() -> None:
-    """pay emits PaymentCompleted, then (say, on a chargeback) PaymentDeclined itself."""
-    descriptions = sound_saga()
-    service(descriptions, "pay")["consumes"].append(handles("PaymentCompleted", "PaymentDeclined"))
-    assert problems(build_graph(descriptions)) == []
-
-
-def test_answering_the_cancellation_without_compensating_is_a_problem() -> None:
-    descriptions = sound_saga()
-    service(descriptions, "pay")["consumes"][0]["compensates"] = None
-    assert problems(build_graph(descriptions)) == [
-        "pay handles the cancellation OrderCancelled without `compensates`: say which of its steps it undoes"
-    ]
-
-
-def test_a_compensated_step_whose_service_ignores_the_cancellation_is_a_problem() -> None:
-    descriptions = without(sound_saga(), "stock", "OrderCancelled")
-    assert problems(build_graph(descriptions)) == [
-        "stock emits StockReserved, which is compensated, but has no handler for the cancellation "
-        "OrderCancelled: a cancelled saga would keep it"
-    ]
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        pytest.param(
+            lambda d: without(d, "order", "StockRejected"),
+            ["StockRejected is emitted by stock but no service consumes it"],
+            id="an event no service consumes",
+        ),
+        pytest.param(
+            _handling(
+                ("order", handles("PaymentExpired")), ("stock", handles("PaymentExpired", "StockReleased"))
+            ),
+            ["order, stock handles PaymentExpired but no service emits it"],
+            id="a handler of an event no service emits",
+        ),
+        pytest.param(
+            lambda d: without(d, "stock", "PaymentDeclined"),
+            [NOT_UNDONE],
+            id="a forward step not undone on a later failure",
+        ),
+        pytest.param(
+            _compensating("stock", 2, None),
+            [NOT_UNDONE],
+            id="a handler of a later failure that compensates nothing",
+        ),
+        pytest.param(
+            # pay emits PaymentCompleted, then (say, on a chargeback) PaymentDeclined itself
+            _handling(("pay", handles("PaymentCompleted", "PaymentDeclined"))),
+            [],
+            id="a failure reported by the step's own service needs no handler",
+        ),
+        pytest.param(
+            _compensating("pay", 0, None),
+            [
+                "pay handles the cancellation OrderCancelled without `compensates`: "
+                "say which of its steps it undoes"
+            ],
+            id="answering the cancellation without compensating",
+        ),
+        pytest.param(
+            lambda d: without(d, "stock", "OrderCancelled"),
+            [
+                "stock emits StockReserved, which is compensated, but has no handler for the cancellation "
+                "OrderCancelled: a cancelled saga would keep it"
+            ],
+            id="a compensated step whose service ignores the cancellation",
+        ),
+        pytest.param(
+            _compensating("pay", 0, "StockReserved"),
+            [
+                "pay compensates StockReserved on OrderCancelled, but StockReserved is emitted by stock: "
+                "a service undoes only its own steps"
+            ],
+            id="compensating another service's step",
+        ),
+    ],
+)
+def test_what_is_wrong_with_a_choreography_is_named(mutate: Any, expected: list[str]) -> None:
+    assert problems(build_graph(mutate(sound_saga()))) == expected
 
 
 def test_the_cancellation_event_can_be_named() -> None:
@@ -215,15 +242,6 @@ def test_the_cancellation_event_can_be_named() -> None:
         "OrderAbandoned: a cancelled saga would keep it",
         "stock emits StockReserved, which is compensated, but has no handler for the cancellation "
         "OrderAbandoned: a cancelled saga would keep it",
-    ]
-
-
-def test_compensating_another_service_s_step_is_a_problem() -> None:
-    descriptions = sound_saga()
-    service(descriptions, "pay")["consumes"][0]["compensates"] = "StockReserved"
-    assert problems(build_graph(descriptions)) == [
-        "pay compensates StockReserved on OrderCancelled, but StockReserved is emitted by stock: "
-        "a service undoes only its own steps"
     ]
 
 

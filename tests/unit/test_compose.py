@@ -18,6 +18,7 @@ tests at the bottom can feed it a broken copy and see it fail.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 import shlex
@@ -837,8 +838,36 @@ def test_supervisor_config_parses(programs, services):
     assert set(programs) == expected, f"supervisor programs changed: {sorted(set(programs) ^ expected)}"
 
 
-def test_service_names(compose, programs):
-    check_service_names(compose, programs)
+# Every check of the deployment, run on the real files. A check's fixtures are its
+# parameters' names; the same checks are run on broken copies below, to see them fail.
+DEPLOYMENT_CHECKS = {
+    "service_names": check_service_names,
+    "flower_port": check_flower_port,
+    "commands": check_commands,
+    "service_modules": check_service_modules,
+    "postgres_init": check_postgres_init,
+    "app_environment": check_app_environment,
+    "preparation": check_preparation,
+    "web_healthchecks": check_web_healthchecks,
+    "rabbitmq_cluster": lambda deployment: check_rabbitmq_cluster(
+        deployment.compose, deployment.rabbitmq_conf
+    ),
+    "quorum_queues_and_broker_failover": check_quorum_and_failover,
+    "replicas": check_replicas,
+    "metrics_endpoints": check_metrics_endpoints,
+    "environment_is_read_by_the_code": check_environment_is_read,
+    "prometheus_scrapes_every_replica": lambda deployment, services: check_prometheus(
+        deployment.compose, deployment.prometheus, services
+    ),
+    "alerts": lambda deployment, metrics, services: check_alerts(deployment.alerts, metrics, services),
+    "image": lambda compose: check_image(compose, DOCKERFILE.read_text(), DOCKERIGNORE.read_text()),
+}
+
+
+@pytest.mark.parametrize("name", list(DEPLOYMENT_CHECKS))
+def test_the_deployment(name: str, request: pytest.FixtureRequest) -> None:
+    check = DEPLOYMENT_CHECKS[name]
+    check(**{fixture: request.getfixturevalue(fixture) for fixture in inspect.signature(check).parameters})
 
 
 def test_every_service_has_web_worker_and_relay_containers(compose, services):
@@ -857,66 +886,6 @@ def test_web_ports(deployment, programs, supervisor):
     for svc, port in supervisor.SERVICES.items():
         assert (port, port) in published, f"compose service gateway: does not publish {port} (SPEC §6)"
         assert routes[port][0] == f"{svc}-web", f"{GATEWAY_CONF.name}: {port} is not routed to {svc}-web"
-
-
-def test_flower_port(compose, programs):
-    check_flower_port(compose, programs)
-
-
-def test_commands(compose, programs):
-    check_commands(compose, programs)
-
-
-def test_service_modules(compose, services):
-    check_service_modules(compose, services)
-
-
-def test_postgres_init(compose, init_sql, services):
-    check_postgres_init(compose, init_sql, services)
-
-
-def test_app_environment(compose):
-    check_app_environment(compose)
-
-
-def test_preparation(compose, services):
-    check_preparation(compose, services)
-
-
-def test_web_healthchecks(compose, programs):
-    check_web_healthchecks(compose, programs)
-
-
-def test_rabbitmq_cluster(deployment):
-    check_rabbitmq_cluster(deployment.compose, deployment.rabbitmq_conf)
-
-
-def test_quorum_queues_and_broker_failover(compose):
-    check_quorum_and_failover(compose)
-
-
-def test_replicas(compose, services):
-    check_replicas(compose, services)
-
-
-def test_metrics_endpoints(compose, services):
-    check_metrics_endpoints(compose, services)
-
-
-def test_environment_is_read_by_the_code(compose):
-    check_environment_is_read(compose)
-
-
-def test_prometheus_scrapes_every_replica(deployment, services):
-    check_prometheus(deployment.compose, deployment.prometheus, services)
-
-
-def test_alerts(deployment, metrics, services):
-    check_alerts(deployment.alerts, metrics, services)
-
-
-def test_image(compose):
-    check_image(compose, DOCKERFILE.read_text(), DOCKERIGNORE.read_text())
 
 
 def test_the_code_defines_the_metrics_the_alerts_need(metrics):
@@ -958,53 +927,52 @@ def test_shared_anchor_is_used(compose):
 # ---------------------------------------------------------------- the checks catch mismatches
 
 
-def _set_port(compose: Compose) -> None:
-    compose["services"]["order-web"]["ports"] = ["127.0.0.1:9001:8001"]
+def _put(service: str, key: str, value: Any):
+    """A mutation setting one key of one compose service."""
+
+    def mutate(compose: Compose) -> None:
+        compose["services"][service][key] = value
+
+    return mutate
 
 
-def _set_bind(compose: Compose) -> None:
-    service = compose["services"]["payment-web"]
-    service["command"] = service["command"].replace("0.0.0.0:8002", "0.0.0.0:8012")
+def _replace(service: str, key: str, old: str, new: str):
+    """A mutation replacing text in one key of a compose service (a string, or each part of a list)."""
+
+    def mutate(compose: Compose) -> None:
+        value = compose["services"][service][key]
+        changed = value.replace(old, new) if isinstance(value, str) else [p.replace(old, new) for p in value]
+        assert changed != value, f"{service}.{key} holds no {old!r}"
+        compose["services"][service][key] = changed
+
+    return mutate
 
 
-def _drop_service(compose: Compose) -> None:
-    del compose["services"]["inventory-relay"]
+def _without(service: str, key: str, text: str):
+    """A mutation removing the parts of a list key of a compose service that contain ``text``."""
+
+    def mutate(compose: Compose) -> None:
+        compose["services"][service][key] = [
+            part for part in compose["services"][service][key] if text not in part
+        ]
+
+    return mutate
+
+
+def _drop(service: str, key: str | None = None):
+    """A mutation removing a compose service, or one key of it."""
+
+    def mutate(compose: Compose) -> None:
+        if key is None:
+            del compose["services"][service]
+        else:
+            del compose["services"][service][key]
+
+    return mutate
 
 
 def _rename_service(compose: Compose) -> None:
     compose["services"]["shipping-workers"] = compose["services"].pop("shipping-worker")
-
-
-def _flower_port(compose: Compose) -> None:
-    compose["services"]["flower"]["ports"] = ["127.0.0.1:5556:5555"]
-
-
-def _worker_flag(compose: Compose) -> None:
-    service = compose["services"]["order-worker"]
-    service["command"] = service["command"].replace(" --pool=solo", "")
-
-
-def _relay_service(compose: Compose) -> None:
-    compose["services"]["payment-relay"]["command"] = "python manage.py order relay"
-
-
-def _no_broker_url(compose: Compose) -> None:
-    service = compose["services"]["shipping-relay"]
-    service["environment"] = {k: v for k, v in environment(service).items() if k != "SAGA_BROKER_URL"}
-
-
-def _db_host(compose: Compose) -> None:
-    service = compose["services"]["order-worker"]
-    service["environment"] = {**environment(service), "SAGA_DB_HOST": "127.0.0.1"}
-
-
-def _skip_migration(compose: Compose) -> None:
-    service = compose["services"]["migrate"]
-    service["command"] = [part.replace("inventory migrate", "inventory check") for part in service["command"]]
-
-
-def _healthcheck(compose: Compose) -> None:
-    compose["services"]["shipping-web"]["healthcheck"] = {"test": ["CMD", "true"]}
 
 
 def _set_env(name: str, **changes: str | None):
@@ -1017,24 +985,6 @@ def _set_env(name: str, **changes: str | None):
     return mutate
 
 
-def _drop_node(compose: Compose) -> None:
-    del compose["services"]["rabbitmq-3"]
-
-
-def _drop_node_config(compose: Compose) -> None:
-    service = compose["services"]["rabbitmq-3"]
-    service["volumes"] = [v for v in service["volumes"] if "rabbitmq.conf" not in v]
-
-
-def _node_hostname(compose: Compose) -> None:
-    compose["services"]["rabbitmq-2"]["hostname"] = "rabbit-two"
-
-
-def _shared_data_volume(compose: Compose) -> None:
-    service = compose["services"]["rabbitmq-2"]
-    service["volumes"] = [v.replace("rabbitmq-2-data", "rabbitmq-1-data") for v in service["volumes"]]
-
-
 def _migrate_not_waiting(compose: Compose) -> None:
     del compose["services"]["migrate"]["depends_on"]["rabbitmq-3"]
 
@@ -1044,53 +994,54 @@ def _two_node_url(compose: Compose) -> None:
     _set_env("order-relay", SAGA_BROKER_URL=";".join(broker_urls(url)[:2]))(compose)
 
 
-def _not_replicated(compose: Compose) -> None:
-    compose["services"]["inventory-web"]["deploy"] = {"replicas": 1}
-
-
-def _beat_replicated(compose: Compose) -> None:
-    compose["services"]["order-beat"]["deploy"] = {"replicas": 2}
-
-
-def _replicas_publish(compose: Compose) -> None:
-    compose["services"]["shipping-worker"]["ports"] = ["127.0.0.1:9100:9100"]
-
-
-def _no_multiproc_tmpfs(compose: Compose) -> None:
-    del compose["services"]["payment-web"]["tmpfs"]
-
-
-def _no_alerts_mount(compose: Compose) -> None:
-    service = compose["services"]["prometheus"]
-    service["volumes"] = [v for v in service["volumes"] if "alerts.yml" not in v]
-
-
-def _flower_api(compose: Compose) -> None:
-    service = compose["services"]["flower"]
-    service["command"] = [part.replace("@rabbitmq-1:15672", "@rabbitmq:15672") for part in service["command"]]
-
-
 MUTATIONS = {
-    "order-web published on another port": (_set_port, "order-web"),
-    "payment-web gunicorn binds another port": (_set_bind, "payment-web"),
-    "inventory-relay missing": (_drop_service, "inventory-relay"),
+    "order-web published on another port": (_put("order-web", "ports", ["127.0.0.1:9001:8001"]), "order-web"),
+    "payment-web gunicorn binds another port": (
+        _replace("payment-web", "command", "0.0.0.0:8002", "0.0.0.0:8012"),
+        "payment-web",
+    ),
+    "inventory-relay missing": (_drop("inventory-relay"), "inventory-relay"),
     "shipping-worker renamed": (_rename_service, "shipping-worker"),
-    "flower published on another port": (_flower_port, "flower"),
-    "order-worker without --pool=solo": (_worker_flag, "order-worker"),
-    "payment-relay runs the order relay": (_relay_service, "payment-relay"),
-    "shipping-relay without SAGA_BROKER_URL": (_no_broker_url, "shipping-relay"),
-    "order-worker's SAGA_DB_HOST not a compose service": (_db_host, "order-worker"),
-    "migrate skips inventory's migrations": (_skip_migration, "inventory"),
-    "shipping-web healthcheck not on /healthz": (_healthcheck, "shipping-web"),
+    "flower published on another port": (_put("flower", "ports", ["127.0.0.1:5556:5555"]), "flower"),
+    "order-worker without --pool=solo": (
+        _replace("order-worker", "command", " --pool=solo", ""),
+        "order-worker",
+    ),
+    "payment-relay runs the order relay": (
+        _put("payment-relay", "command", "python manage.py order relay"),
+        "payment-relay",
+    ),
+    "shipping-relay without SAGA_BROKER_URL": (
+        _set_env("shipping-relay", SAGA_BROKER_URL=None),
+        "shipping-relay",
+    ),
+    "order-worker's SAGA_DB_HOST not a compose service": (
+        _set_env("order-worker", SAGA_DB_HOST="127.0.0.1"),
+        "order-worker",
+    ),
+    "migrate skips inventory's migrations": (
+        _replace("migrate", "command", "inventory migrate", "inventory check"),
+        "inventory",
+    ),
+    "shipping-web healthcheck not on /healthz": (
+        _put("shipping-web", "healthcheck", {"test": ["CMD", "true"]}),
+        "shipping-web",
+    ),
     # the cluster
-    "rabbitmq-3 missing": (_drop_node, "rabbitmq-3"),
+    "rabbitmq-3 missing": (_drop("rabbitmq-3"), "rabbitmq-3"),
     "rabbitmq-2 with another Erlang cookie": (
         _set_env("rabbitmq-2", RABBITMQ_ERLANG_COOKIE="another-cookie"),
         "rabbitmq-2: RABBITMQ_ERLANG_COOKIE",
     ),
-    "rabbitmq-3 without the peer-discovery config": (_drop_node_config, "rabbitmq-3"),
-    "rabbitmq-2 with another hostname": (_node_hostname, "rabbitmq-2"),
-    "rabbitmq-2 on rabbitmq-1's data volume": (_shared_data_volume, "rabbitmq-2"),
+    "rabbitmq-3 without the peer-discovery config": (
+        _without("rabbitmq-3", "volumes", "rabbitmq.conf"),
+        "rabbitmq-3",
+    ),
+    "rabbitmq-2 with another hostname": (_put("rabbitmq-2", "hostname", "rabbit-two"), "rabbitmq-2"),
+    "rabbitmq-2 on rabbitmq-1's data volume": (
+        _replace("rabbitmq-2", "volumes", "rabbitmq-2-data", "rabbitmq-1-data"),
+        "rabbitmq-2",
+    ),
     "migrate does not wait for rabbitmq-3": (_migrate_not_waiting, "rabbitmq-3"),
     "payment-worker on classic queues": (
         _set_env("payment-worker", SAGA_QUEUE_TYPE="classic"),
@@ -1098,10 +1049,16 @@ MUTATIONS = {
     ),
     "shipping-web without SAGA_QUEUE_TYPE": (_set_env("shipping-web", SAGA_QUEUE_TYPE=None), "shipping-web"),
     "order-relay fails over to two nodes only": (_two_node_url, "order-relay"),
-    "flower's broker API not on a node": (_flower_api, "flower"),
-    "inventory-web not replicated": (_not_replicated, "inventory-web"),
-    "order-beat replicated": (_beat_replicated, "order-beat"),
-    "shipping-worker replicas publish a host port": (_replicas_publish, "shipping-worker"),
+    "flower's broker API not on a node": (
+        _replace("flower", "command", "@rabbitmq-1:15672", "@rabbitmq:15672"),
+        "flower",
+    ),
+    "inventory-web not replicated": (_put("inventory-web", "deploy", {"replicas": 1}), "inventory-web"),
+    "order-beat replicated": (_put("order-beat", "deploy", {"replicas": 2}), "order-beat"),
+    "shipping-worker replicas publish a host port": (
+        _put("shipping-worker", "ports", ["127.0.0.1:9100:9100"]),
+        "shipping-worker",
+    ),
     # metrics
     "order-worker metrics on loopback": (
         _set_env("order-worker", SAGA_METRICS_ADDRESS="127.0.0.1"),
@@ -1115,12 +1072,12 @@ MUTATIONS = {
         _set_env("inventory-web", PROMETHEUS_MULTIPROC_DIR=None),
         "inventory-web",
     ),
-    "payment-web's multiprocess directory not a tmpfs": (_no_multiproc_tmpfs, "payment-web"),
+    "payment-web's multiprocess directory not a tmpfs": (_drop("payment-web", "tmpfs"), "payment-web"),
     "a misspelt variable no code reads": (
         _set_env("inventory-worker", SAGA_METRIC_PORT="9100"),
         "SAGA_METRIC_PORT",
     ),
-    "prometheus without the alert rules": (_no_alerts_mount, "alerts.yml"),
+    "prometheus without the alert rules": (_without("prometheus", "volumes", "alerts.yml"), "alerts.yml"),
 }
 
 

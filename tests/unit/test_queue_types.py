@@ -21,8 +21,21 @@ KEYS = ["order.placed", "payment.declined"]
 DELAYS = [1000, 5000, 30000]
 
 
+# What a quorum queue needs to dead-letter without losing a message.
+SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
 def arguments(queue: Queue) -> dict:
     return dict(queue.queue_arguments or {})
+
+
+def retry_tiers(topo) -> list[dict]:
+    return [arguments(queue) for queue in topo.retry_queues]
+
+
+def back_to(queue: str, ttl: int) -> dict:
+    """A retry tier's arguments: hold a message ``ttl`` ms, then back to ``queue``."""
+    return {"x-message-ttl": ttl, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
 
 
 def test_classic_arguments_are_exactly_what_the_running_stack_declared() -> None:
@@ -32,13 +45,9 @@ def test_classic_arguments_are_exactly_what_the_running_stack_declared() -> None
         "x-queue-type": "classic",
         "x-dead-letter-exchange": "inventory.parked",
     }
-    for queue, ttl in zip(topo.retry_queues, DELAYS, strict=True):
-        assert arguments(queue) == {
-            "x-queue-type": "classic",
-            "x-message-ttl": ttl,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": "inventory.events",
-        }
+    assert retry_tiers(topo) == [
+        {"x-queue-type": "classic", **back_to("inventory.events", ttl)} for ttl in DELAYS
+    ]
     assert arguments(topo.parked_queue) == {"x-queue-type": "classic"}
 
 
@@ -53,8 +62,7 @@ def test_quorum_events_queue_parks_a_message_past_the_delivery_limit() -> None:
         "x-queue-type": "quorum",
         # past the limit the broker dead-letters it here, into the parking lot, not the void
         "x-dead-letter-exchange": "payment.parked",
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
+        **SAFE_DEAD_LETTERING,
         "x-delivery-limit": DEFAULT_DELIVERY_LIMIT,
     }
     assert topo.parked_exchange.name == "payment.parked"
@@ -65,15 +73,9 @@ def test_quorum_events_queue_parks_a_message_past_the_delivery_limit() -> None:
 
 def test_quorum_retry_tiers_dead_letter_at_least_once_to_the_service_queue() -> None:
     topo = service_topology("shipping", KEYS, DELAYS, "quorum")
-    for queue, ttl in zip(topo.retry_queues, DELAYS, strict=True):
-        assert arguments(queue) == {
-            "x-queue-type": "quorum",
-            "x-message-ttl": ttl,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": "shipping.events",
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
+    assert retry_tiers(topo) == [
+        {"x-queue-type": "quorum", **back_to("shipping.events", ttl), **SAFE_DEAD_LETTERING} for ttl in DELAYS
+    ]
 
 
 def test_quorum_parking_lot_is_replicated_and_dead_letters_nowhere() -> None:
