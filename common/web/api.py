@@ -5,12 +5,15 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -212,8 +215,42 @@ def handler500(request: HttpRequest) -> JsonResponse:
     return json_error(500, "server_error", "Internal error; see the service log.")
 
 
+# A dependency away: the client gets a 503 it can act on, not a 500 "see the service log".
+RETRY_AFTER_SECONDS = 5
+
+
+def _note_unavailable(sender: Any, request: HttpRequest | None = None, **_: Any) -> None:
+    """Django sends this with the exception being handled, before it renders its 500 (or,
+    with DEBUG, its technical page): note on the request when the database is what failed."""
+    if request is not None and isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        request.saga_unavailable = "database"
+
+
+got_request_exception.connect(_note_unavailable, dispatch_uid="saga-unavailable")
+
+
+def unavailable(what: str) -> JsonResponse:
+    response = JsonResponse(
+        {
+            "error": "service_unavailable",
+            "unavailable": what,
+            "message": (
+                f"The {settings.SERVICE_NAME} service cannot reach its {what}. Retry in "
+                f"{RETRY_AFTER_SECONDS} s; repeating the request is safe (a POST that placed an "
+                "order: with the same Idempotency-Key)."
+            ),
+        },
+        status=503,
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 class BodySizeLimitMiddleware:
     """The edge of every API: refuse bodies it cannot bound, and answer every error in JSON.
+
+    A request that failed because the database is away answers 503 with ``Retry-After``
+    on every endpoint, the admin's included.
 
     A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` gets a JSON 413 up front; a chunked body
     (no Content-Length) a JSON 411, since Django under WSGI would read it as empty.
@@ -229,7 +266,11 @@ class BodySizeLimitMiddleware:
         refused = self._refuse_body(request)
         if refused is not None:
             return refused
-        return self._as_json_error(request, self.get_response(request))
+        response = self.get_response(request)
+        away = getattr(request, "saga_unavailable", None)
+        if away is not None and response.status_code >= 500:
+            return unavailable(away)
+        return self._as_json_error(request, response)
 
     @staticmethod
     def _refuse_body(request: HttpRequest) -> HttpResponse | None:

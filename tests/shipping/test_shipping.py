@@ -8,6 +8,7 @@ from common.messaging.consumer import Disposition
 from common.messaging.contracts import validate_payload
 from shipping_svc.shipping.models import Shipment
 from tests.events import deliver, envelope, outbox_events, outbox_types
+from tests.unavailable import assert_unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -134,3 +135,8 @@ def test_a_shipment_moves_only_from_scheduled_to_cancelled():
             IllegalTransition, match=f"shipment of order o1: cannot go from {current} to {to}"
         ):
             Shipment.require(order_id="o1", current=current, to=to)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_endpoint_answers_503_while_the_database_is_away() -> None:
+    assert_unavailable([("GET", "/api/shipments/", None)])
