@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models.manager import BaseManager
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import empty
@@ -178,8 +179,7 @@ def _getter(field: serializers.Field) -> Callable[[Any], Any]:
     def get(instance: Any) -> Any:
         if isinstance(instance, Mapping):
             return instance[attr]
-        value = getattr(instance, attr)
-        return value.all() if hasattr(value, "all") and callable(value.all) else value  # a relation
+        return getattr(instance, attr)
 
     return get
 
@@ -187,7 +187,10 @@ def _getter(field: serializers.Field) -> Callable[[Any], Any]:
 def _converter(field: serializers.Field) -> Callable[[Any], Any]:
     if isinstance(field, serializers.ListSerializer):
         child = _object_representer(field.child, {})
-        return lambda values: [child(value) for value in values]
+        # as ListSerializer does: a relation's manager is read through .all()
+        return lambda values: [
+            child(value) for value in (values.all() if isinstance(values, BaseManager) else values)
+        ]
     if isinstance(field, serializers.Serializer):
         return _object_representer(field, {})
     return field.to_representation

@@ -105,7 +105,7 @@ class OrderOutSerializer(serializers.ModelSerializer):
 def _read(rows: str, relation: str) -> Any:
     def get(order: Order) -> Any:
         found = getattr(order, rows, None)
-        return getattr(order, relation).all() if found is None else found
+        return getattr(order, relation) if found is None else found  # rows, or the relation
 
     return get
 
