@@ -67,7 +67,9 @@ def broker_url(service: str) -> str:
     over across a cluster's nodes); otherwise the URL is built from
     ``SAGA_<SERVICE>_AMQP_USER``/``_PASSWORD`` (default ``saga_<service>``, the user
     ``make up`` creates with rights on this service's queues only) and
-    ``SAGA_BROKER_HOST``/``_PORT``/``_VHOST``.
+    ``SAGA_BROKER_HOST``/``_PORT``/``_VHOST``. ``SAGA_BROKER_HOST`` may list a cluster's
+    nodes, comma-separated (``host`` or ``host:port``): the URL then names each node in
+    turn, and kombu fails over to the next when its node goes (``make cluster``).
     """
     explicit = os.environ.get("SAGA_BROKER_URL")
     if explicit:
@@ -75,10 +77,10 @@ def broker_url(service: str) -> str:
     upper = service.upper()
     user = quote(env(f"SAGA_{upper}_AMQP_USER", f"saga_{service}"), safe="")
     password = quote(env(f"SAGA_{upper}_AMQP_PASSWORD", dev_amqp_password(service)), safe="")
-    host = env("SAGA_BROKER_HOST", "127.0.0.1")
     port = env_int("SAGA_BROKER_PORT", env_int("SAGA_AMQP_PORT", 5672))
     vhost = quote(env("SAGA_BROKER_VHOST", "saga"), safe="")
-    return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
+    nodes = [node if ":" in node else f"{node}:{port}" for node in env_list("SAGA_BROKER_HOST", "127.0.0.1")]
+    return ";".join(f"amqp://{user}:{password}@{node}/{vhost}" for node in nodes)
 
 
 def retry_delays_ms() -> list[int]:

@@ -69,21 +69,29 @@ deps() {
     fi
 }
 
-install_rabbitmq() {
-    if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then return; fi
-    command -v apt-get >/dev/null || die "RabbitMQ is missing and apt-get is not available; install rabbitmq-server"
-    log "installing RabbitMQ from the OS packages (apt-get install rabbitmq-server)"
-    # Keep the package from starting its own system-wide node: we run ours under supervisor.
+# install_package PACKAGE EXECUTABLE: apt-get install PACKAGE unless EXECUTABLE exists.
+install_package() {
+    local package=$1 executable=$2
+    if [ -x "$executable" ]; then return; fi
+    command -v apt-get >/dev/null || die "$package is missing and apt-get is not available; install $package"
+    log "installing $package from the OS packages (apt-get install $package)"
+    # Keep the package from starting its own system-wide server: we run ours under supervisor.
     local guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
         guard=1
     fi
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
     [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
-    [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "rabbitmq-server did not install"
+    [ -x "$executable" ] || die "$package did not install"
 }
+
+install_rabbitmq() { install_package rabbitmq-server /usr/lib/rabbitmq/bin/rabbitmq-server; }
+
+# The cluster of `make cluster` (scripts/cluster.py) and this stack use the same ports on
+# 127.0.0.1: only one of them runs at a time.
+cluster_running() { [ -e "$VAR/cluster/running.json" ] || ip netns list 2>/dev/null | grep -q '^saga-'; }
 
 start_postgres() {
     command -v pg_ctlcluster >/dev/null || die "PostgreSQL $PG_VERSION is not installed (need pg_ctlcluster)"
@@ -131,6 +139,11 @@ EOF
 }
 
 rmqctl() {
+    if [ -n "${SAGA_RABBITMQCTL:-}" ]; then  # another node's (scripts/cluster.py: a cluster node's)
+        # shellcheck disable=SC2086
+        $SAGA_RABBITMQCTL "$@"
+        return
+    fi
     # shellcheck disable=SC1090
     ( eval "$("$PY" "$ROOT/scripts/supervisor_conf.py" --rabbitmq-env)"; /usr/lib/rabbitmq/bin/rabbitmqctl "$@" )
 }
@@ -179,6 +192,11 @@ configure_rabbitmq() {
         sleep 1
     done
     [ -n "$ok" ] || die "RabbitMQ did not start within 90s; see $VAR/log/rabbitmq.log and $VAR/log/rabbitmq/"
+    broker_users
+}
+
+# The vhosts, the administrator saga and the services' own users (also on a cluster's node).
+broker_users() {
     # The services' vhost (SAGA_BROKER_VHOST, default saga; make test runs the saga paths
     # once more on saga_quorum with quorum queues) and the operators' vhost saga.
     local vhost
@@ -246,6 +264,7 @@ wait_healthy() {
 
 up() {
     local started=$SECONDS
+    ! cluster_running || die "the cluster of make cluster is running on the same ports; make cluster-down first"
     mkdir -p "$VAR/run" "$VAR/log"
     deps
     install_rabbitmq
@@ -316,6 +335,16 @@ case "${1:-}" in
     wait) wait_healthy ;;
     running) supervisord_running ;;
     ctl) shift; ctl "$@" ;;
+    install) shift; install_package "$@" ;;
+    broker-users) broker_users ;;
+    client)  # run a client of the platform (the audit, the demo) against what is running
+        shift
+        if cluster_running; then
+            # The databases of the cluster are on its host saga-db (scripts/cluster.py).
+            SAGA_DB_HOST=$("$PY" "$ROOT/scripts/cluster.py" address saga-db) || die "the cluster is not up"
+            export SAGA_DB_HOST
+        fi
+        exec "$@" ;;
     rabbitmqctl) shift; rmqctl "$@" ;;
-    *) die "usage: scripts/stack.sh up|down|restart|deps|python|wait|running|ctl ARGS|rabbitmqctl ARGS" ;;
+    *) die "usage: scripts/stack.sh up|down|restart|deps|python|wait|running|ctl ARGS|rabbitmqctl ARGS|install PACKAGE EXECUTABLE|broker-users|client COMMAND..." ;;
 esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,23 +29,27 @@ def env_int(name: str, default: int) -> int:
     return int(raw) if raw.strip() else default
 
 
-def rabbitmq_env() -> dict[str, str]:
-    """The environment our own RabbitMQ node runs with (also used by rabbitmqctl)."""
+def rabbitmq_env(
+    var: Path = VAR, *, nodename: str = "", address: str = "127.0.0.1", home: str = ""
+) -> dict[str, str]:
+    """The environment a RabbitMQ node runs with (also used by rabbitmqctl): ``make up``'s
+    one node by default, or a node of ``make cluster`` with its own directory and address."""
+    rabbit = var / "rabbitmq"
     return {
-        "HOME": os.environ.get("HOME", "/root"),
-        "RABBITMQ_NODENAME": os.environ.get("SAGA_RABBITMQ_NODENAME", "saga@localhost"),
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "HOME": home or os.environ.get("HOME", "/root"),
+        "RABBITMQ_NODENAME": nodename or os.environ.get("SAGA_RABBITMQ_NODENAME", "saga@localhost"),
+        "RABBITMQ_NODE_IP_ADDRESS": address,
         "RABBITMQ_NODE_PORT": str(env_int("SAGA_AMQP_PORT", 5672)),
         "RABBITMQ_DIST_PORT": str(env_int("SAGA_RABBITMQ_DIST_PORT", 25672)),
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "RABBITMQ_MNESIA_BASE": str(VAR / "rabbitmq" / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(VAR / "log" / "rabbitmq"),
+        "ERL_EPMD_ADDRESS": address,
+        "RABBITMQ_MNESIA_BASE": str(rabbit / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(var / "log" / "rabbitmq"),
         # Erlang writes erl_crash.dump into its working directory otherwise (the checkout).
-        "ERL_CRASH_DUMP": str(VAR / "log" / "rabbitmq" / "erl_crash.dump"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(VAR / "rabbitmq" / "enabled_plugins"),
-        "RABBITMQ_CONFIG_FILE": str(VAR / "rabbitmq" / "rabbitmq.conf"),
-        "RABBITMQ_ADVANCED_CONFIG_FILE": str(VAR / "rabbitmq" / "advanced.config"),
-        "RABBITMQ_CONF_ENV_FILE": str(VAR / "rabbitmq" / "rabbitmq-env.conf"),
+        "ERL_CRASH_DUMP": str(var / "log" / "rabbitmq" / "erl_crash.dump"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(rabbit / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(rabbit / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(rabbit / "advanced.config"),
+        "RABBITMQ_CONF_ENV_FILE": str(rabbit / "rabbitmq-env.conf"),
         # Erlang schedulers spin while idle, waiting for work: on a small machine shared
         # with PostgreSQL and the services that spinning takes the CPU they need (make bench).
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
@@ -68,10 +73,23 @@ def saga_environment() -> dict[str, str]:
     return {key: value for key, value in sorted(os.environ.items()) if key.startswith(prefixes)}
 
 
-def default_environment(service: str | None = None) -> str:
-    values = saga_environment()
+@dataclass(frozen=True)
+class Host:
+    """Where the programs of one supervisord run: ``make up``'s one host, or one app host
+    of ``make cluster`` (scripts/cluster.py), with its own directory, address and name."""
+
+    var: Path = VAR  # logs, metrics files, the supervisor socket
+    bind: str = "127.0.0.1"  # the address the web processes listen on
+    node_host: str = "%%h"  # the host part of the Celery workers' node names
+    environment: dict[str, str] = field(default_factory=dict)  # added to saga_environment()
+    beat: bool = True  # order-beat: once in a whole system
+    flower: bool = True
+
+
+def default_environment(host: Host, service: str | None = None) -> str:
+    values = {**saga_environment(), **host.environment}
     if service:
-        values["PROMETHEUS_MULTIPROC_DIR"] = str(VAR / "prometheus" / service)
+        values["PROMETHEUS_MULTIPROC_DIR"] = str(host.var / "prometheus" / service)
     return f"environment={env_line(values)}\n" if values else ""
 
 
@@ -79,13 +97,14 @@ def program(
     name: str,
     command: str,
     *,
+    host: Host = Host(),
     numprocs: int = 1,
     autostart: bool = False,
     extra: str | None = None,
     service: str | None = None,
 ) -> str:
     process_name = "%(process_num)d" if numprocs > 1 else "%(program_name)s"
-    log = f"{VAR}/log/{name}-%(process_num)d.log" if numprocs > 1 else f"{VAR}/log/{name}.log"
+    log = f"{host.var}/log/{name}-%(process_num)d.log" if numprocs > 1 else f"{host.var}/log/{name}.log"
     return f"""
 [program:{name}]
 command={command}
@@ -103,45 +122,41 @@ redirect_stderr=true
 stdout_logfile={log}
 stdout_logfile_maxbytes=20MB
 stdout_logfile_backups=2
-{extra if extra is not None else default_environment(service)}"""
+{extra if extra is not None else default_environment(host, service)}"""
 
 
-def main() -> str:
-    bin_ = VENV / "bin"
-    amqp_port = env_int("SAGA_AMQP_PORT", 5672)
-    mgmt_port = env_int("SAGA_RABBITMQ_MGMT_PORT", 15672)
-    # The services connect as their own users (common/settings.py: broker_url); Flower, an
-    # operator's tool, as the administrator.
-    admin_broker = f"amqp://saga:saga@127.0.0.1:{amqp_port}/saga"
-    parts = [
-        f"""; generated by scripts/supervisor_conf.py — edit that, not this
+def header(host: Host, environment: dict[str, str] | None = None) -> str:
+    """supervisord's own sections: its socket, log and the environment every program inherits."""
+    inherited = {"PYTHONUNBUFFERED": "1", "SAGA_FAULTS_FILE": str(host.var / "faults"), **(environment or {})}
+    return f"""; generated by scripts/supervisor_conf.py — edit that, not this
 [unix_http_server]
-file={VAR}/run/supervisor.sock
+file={host.var}/run/supervisor.sock
 chmod=0700
 
 [supervisord]
-logfile={VAR}/log/supervisord.log
-pidfile={VAR}/run/supervisord.pid
-childlogdir={VAR}/log
+logfile={host.var}/log/supervisord.log
+pidfile={host.var}/run/supervisord.pid
+childlogdir={host.var}/log
 nodaemon=false
 minfds=4096
-environment=PYTHONUNBUFFERED="1",SAGA_FAULTS_FILE="{VAR}/faults"
+environment={env_line(inherited)}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://{VAR}/run/supervisor.sock
+serverurl=unix://{host.var}/run/supervisor.sock
 """
-    ]
-    parts.append(
-        program(
-            "rabbitmq",
-            f"{RABBITMQ_BIN}/rabbitmq-server",
-            autostart=True,
-            extra=f"environment={env_line(rabbitmq_env())}\nstopwaitsecs=60\npriority=1\n",
-        )
-    )
+
+
+def service_programs(host: Host, *, admin_broker: str, broker_api: str) -> list[str]:
+    """Every service's web, worker(s) and relay on ``host``; order-beat and Flower if it has them.
+
+    ``admin_broker``/``broker_api``: where Flower, an operator's tool, connects as the
+    administrator (the services connect as their own users: common/settings.py).
+    """
+    bin_ = VENV / "bin"
+    parts = []
     for service, default_port in SERVICES.items():
         upper = service.upper()
         port = env_int(f"SAGA_{upper}_PORT", default_port)
@@ -150,39 +165,67 @@ serverurl=unix://{VAR}/run/supervisor.sock
         parts.append(
             program(
                 f"{service}-web",
-                f"{bin_}/gunicorn {service}_svc.wsgi -b 127.0.0.1:{port} -w {web_workers} "
+                f"{bin_}/gunicorn {service}_svc.wsgi -b {host.bind}:{port} -w {web_workers} "
                 f"-k gthread --threads 4 --timeout 30 --graceful-timeout 10 "
                 f"-c {ROOT}/common/web/gunicorn_conf.py",
+                host=host,
                 service=service,
             )
         )
         parts.append(
             program(
                 f"{service}-worker",
-                f"{bin_}/celery -A {service}_svc worker -n {service}-%(process_num)d@%%h "
+                f"{bin_}/celery -A {service}_svc worker -n {service}-%(process_num)d@{host.node_host} "
                 f"--pool=solo -E --without-mingle --without-gossip -l INFO",
+                host=host,
                 numprocs=workers,
                 service=service,
             )
         )
-        parts.append(program(f"{service}-relay", f"{bin_}/python manage.py {service} relay", service=service))
-        if service == "order":
+        parts.append(
+            program(
+                f"{service}-relay", f"{bin_}/python manage.py {service} relay", host=host, service=service
+            )
+        )
+        if service == "order" and host.beat:
             parts.append(
                 program(
                     "order-beat",
-                    f"{bin_}/celery -A order_svc beat -s {VAR}/run/order-beat-schedule --pidfile= -l INFO",
+                    f"{bin_}/celery -A order_svc beat -s {host.var}/run/order-beat-schedule --pidfile= -l INFO",
+                    host=host,
                     service=service,
                 )
             )
-    flower_port = env_int("SAGA_FLOWER_PORT", 5555)
-    parts.append(
-        program(
-            "flower",
-            f"{bin_}/celery --broker={admin_broker} flower --address=127.0.0.1 --port={flower_port} "
-            f"--broker_api=http://saga:saga@127.0.0.1:{mgmt_port}/api/",
+    if host.flower:
+        flower_port = env_int("SAGA_FLOWER_PORT", 5555)
+        parts.append(
+            program(
+                "flower",
+                f"{bin_}/celery --broker={admin_broker} flower --address={host.bind} --port={flower_port} "
+                f"--broker_api={broker_api}",
+                host=host,
+            )
         )
+    return parts
+
+
+def main() -> str:
+    """The configuration of ``make up``: RabbitMQ and every service on this one host."""
+    host = Host()
+    amqp_port = env_int("SAGA_AMQP_PORT", 5672)
+    mgmt_port = env_int("SAGA_RABBITMQ_MGMT_PORT", 15672)
+    rabbitmq = program(
+        "rabbitmq",
+        f"{RABBITMQ_BIN}/rabbitmq-server",
+        autostart=True,
+        extra=f"environment={env_line(rabbitmq_env())}\nstopwaitsecs=60\npriority=1\n",
     )
-    return "".join(parts)
+    services = service_programs(
+        host,
+        admin_broker=f"amqp://saga:saga@127.0.0.1:{amqp_port}/saga",
+        broker_api=f"http://saga:saga@127.0.0.1:{mgmt_port}/api/",
+    )
+    return "".join([header(host), rabbitmq, *services])
 
 
 if __name__ == "__main__":
