@@ -3,7 +3,10 @@ SHELL := /bin/bash
 STACK := scripts/stack.sh
 PY := .venv/bin/python
 
-.PHONY: up down restart demo chaos bench test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e
+CLUSTER := $(PY) scripts/cluster.py
+
+.PHONY: up down restart demo chaos bench test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e \
+	cluster cluster-down cluster-status cluster-ctl cluster-rabbitmqctl cluster-chaos
 
 up:            ## install what is missing, start everything, wait for health
 	@$(STACK) up
@@ -14,8 +17,8 @@ restart:       ## migrate and restart every service process (after a code change
 down:          ## stop everything `make up` started; data is kept
 	@$(STACK) down
 
-demo: up       ## place one order per saga path and print each timeline
-	@$(PY) scripts/demo.py
+demo:          ## place one order per saga path and print each timeline (on make up's stack, or the cluster)
+	@$(STACK) ready && $(PY) scripts/demo.py
 
 test:          ## lint, then the whole suite against real PostgreSQL, RabbitMQ and processes
 	@scripts/test.sh
@@ -36,7 +39,25 @@ rabbitmqctl:   ## rabbitmqctl for our node: make rabbitmqctl ARGS="list_queues -
 	@$(STACK) rabbitmqctl $(ARGS)
 
 audit:         ## check SPEC §5 across the four databases: make audit ARGS="--json report.json"
-	@$(PY) manage.py audit $(ARGS)
+	@$(STACK) client $(PY) manage.py audit $(ARGS)
+
+cluster: deps  ## the same system on six hosts (network namespaces): 3 RabbitMQ nodes, PostgreSQL, 2 app hosts
+	@$(CLUSTER) up
+
+cluster-down:  ## remove every namespace, link and process of the cluster (data kept; ARGS=--purge drops it)
+	@$(CLUSTER) down $(ARGS)
+
+cluster-status: ## the cluster's hosts, what runs on each, its nodes and URLs
+	@$(CLUSTER) status
+
+cluster-ctl:   ## supervisorctl of one host: make cluster-ctl HOST=saga-app-1 ARGS="stop order-worker"
+	@$(CLUSTER) ctl $(or $(HOST),saga-app-1) $(or $(ARGS),status)
+
+cluster-rabbitmqctl: ## rabbitmqctl of one node: make cluster-rabbitmqctl HOST=saga-rabbit-2 ARGS=cluster_status
+	@$(CLUSTER) rabbitmqctl $(or $(HOST),saga-rabbit-1) $(ARGS)
+
+cluster-chaos: ## load + host, node, partition and database faults on the cluster, then the audit: DURATION=900 RATE=4
+	@$(PY) scripts/cluster_chaos.py --duration $(or $(DURATION),300) --rate $(or $(RATE),4) $(ARGS)
 
 deps:
 	@$(STACK) deps

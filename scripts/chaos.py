@@ -78,7 +78,9 @@ class Load:
     def __init__(self, world: World, rate: float, seed: int) -> None:
         self.world, self.rate, self.rng = world, rate, random.Random(seed)
         self.placed: dict[str, str] = {}  # order id → path
+        self.placed_at: dict[str, float] = {}  # order id → when its POST was answered (epoch)
         self.failures = Counter()
+        self.answers = Counter()  # status of each POST answer that was retried (0: no answer)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=24)
@@ -92,13 +94,15 @@ class Load:
             return
         with self.lock:
             self.placed[order_id] = path
+            self.placed_at[order_id] = time.time()
         if cancel:
             time.sleep(random.uniform(0, 0.3))  # noqa: S311 - race the saga
             self._cancel(api, order_id)
 
-    def _retried(self) -> None:
+    def _retried(self, status: int) -> None:
         with self.lock:
             self.failures["post_retried"] += 1
+            self.answers[status] += 1
 
     def _cancel(self, api: Api, order_id: str) -> None:
         for _ in range(20):

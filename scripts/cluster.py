@@ -25,6 +25,7 @@ var/cluster/ unless --purge).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -196,14 +197,16 @@ def pids_of(host: str) -> list[int]:
     return [int(p) for p in run(["ip", "netns", "pids", host], check=False).split()]
 
 
+def send(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 def kill(host: str) -> int:
     """SIGKILL every process on ``host`` (a machine losing power); how many."""
     pids = pids_of(host)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    send(pids, signal.SIGKILL)
     return len(pids)
 
 
@@ -220,11 +223,7 @@ def shutdown(host: str) -> None:
     if host != "gateway" and host in namespaces():
         # e.g. epmd, which RabbitMQ starts detached from its supervisor.
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids_of(host):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            send(pids_of(host), sig)
             deadline = time.monotonic() + 10
             while pids_of(host) and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -479,6 +478,7 @@ def app_files(host: str) -> None:
         environment=app_environment(host),
         beat=host == APPS[0],
         flower=host == APPS[0],
+        autostart=True,
     )
     admin = ";".join(f"amqp://saga:saga@{address(h)}:{AMQP}/saga" for h in RABBITS)
     programs = service_programs(
@@ -631,9 +631,7 @@ def print_status(took: float | None = None) -> None:
     for service, port in DEFAULT_PORTS.items():
         print(f"    {service:<10} http://127.0.0.1:{port}/api/   admin http://127.0.0.1:{port}/admin/")
     print(f"    Flower     http://127.0.0.1:{FLOWER}/")
-    print(
-        f"    RabbitMQ   amqp://saga:saga@127.0.0.1:{AMQP}/saga   management http://127.0.0.1:{MGMT}/ (saga/saga)"
-    )
+    print(f"    RabbitMQ   amqp://saga:saga@127.0.0.1:{AMQP}/saga   management http://127.0.0.1:{MGMT}/")
     print("  Hosts: make cluster-ctl HOST=saga-app-1 ARGS=status   logs in var/cluster/<host>/log/")
 
 

@@ -336,6 +336,13 @@ case "${1:-}" in
     running) supervisord_running ;;
     ctl) shift; ctl "$@" ;;
     install) shift; install_package "$@" ;;
+    ready)  # what make demo needs: the cluster if it runs, else make up's stack
+        if cluster_running; then
+            deps
+            "$PY" "$ROOT/scripts/wait_healthy.py" --timeout 60 "${PORTS[@]}" || die "the cluster is not healthy: make cluster-status"
+        else
+            up >/dev/null
+        fi ;;
     broker-users) broker_users ;;
     client)  # run a client of the platform (the audit, the demo) against what is running
         shift
@@ -346,5 +353,5 @@ case "${1:-}" in
         fi
         exec "$@" ;;
     rabbitmqctl) shift; rmqctl "$@" ;;
-    *) die "usage: scripts/stack.sh up|down|restart|deps|python|wait|running|ctl ARGS|rabbitmqctl ARGS|install PACKAGE EXECUTABLE|broker-users|client COMMAND..." ;;
+    *) die "usage: scripts/stack.sh up|down|restart|deps|python|wait|running|ctl ARGS|rabbitmqctl ARGS|ready|install PACKAGE EXECUTABLE|broker-users|client COMMAND..." ;;
 esac

@@ -84,6 +84,9 @@ class Host:
     environment: dict[str, str] = field(default_factory=dict)  # added to saga_environment()
     beat: bool = True  # order-beat: once in a whole system
     flower: bool = True
+    # make up starts the services itself once they are prepared; a cluster's app host
+    # starts them when its supervisord starts, as a machine booting does.
+    autostart: bool = False
 
 
 def default_environment(host: Host, service: str | None = None) -> str:
@@ -99,10 +102,11 @@ def program(
     *,
     host: Host = Host(),
     numprocs: int = 1,
-    autostart: bool = False,
+    autostart: bool | None = None,
     extra: str | None = None,
     service: str | None = None,
 ) -> str:
+    autostart = host.autostart if autostart is None else autostart
     process_name = "%(process_num)d" if numprocs > 1 else "%(program_name)s"
     log = f"{host.var}/log/{name}-%(process_num)d.log" if numprocs > 1 else f"{host.var}/log/{name}.log"
     return f"""
@@ -191,7 +195,8 @@ def service_programs(host: Host, *, admin_broker: str, broker_api: str) -> list[
             parts.append(
                 program(
                     "order-beat",
-                    f"{bin_}/celery -A order_svc beat -s {host.var}/run/order-beat-schedule --pidfile= -l INFO",
+                    f"{bin_}/celery -A order_svc beat -s {host.var}/run/order-beat-schedule "
+                    "--pidfile= -l INFO",
                     host=host,
                     service=service,
                 )

@@ -69,9 +69,11 @@ def post_order(
     key: str,
     *,
     give_up_after: float,
-    on_retry: Callable[[], None] = lambda: None,
+    on_retry: Callable[[int], None] = lambda status: None,
 ) -> str | None:
-    """POST an order, retrying with the same Idempotency-Key until it is accepted; its id, or None."""
+    """POST an order, retrying with the same Idempotency-Key until it is accepted; its id, or None.
+
+    ``on_retry`` hears each answer that was not an acceptance: its status, 0 for none."""
     deadline = time.monotonic() + give_up_after
     while time.monotonic() < deadline:
         try:
@@ -82,6 +84,6 @@ def post_order(
             response = None
         if response is not None and response.status_code in (200, 201):
             return response.json()["id"]
-        on_retry()
+        on_retry(response.status_code if response is not None else 0)
         time.sleep(0.2)
     return None

@@ -8,6 +8,7 @@ at one nobody listens on, so psycopg2 fails to connect as it would with PostgreS
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,56 @@ def database_away() -> Iterator[None]:
         connection.close()
         connection.settings_dict.clear()
         connection.settings_dict.update(real)
+
+
+UUID = "01a24c06-e207-7933-8832-1730ddd927c0"
+# Every endpoint of every service's API, with a body its validation accepts, so that the
+# request reaches the database (each service's test checks this list against its OpenAPI
+# schema; tests/cluster asks them through the cluster's gateway with PostgreSQL stopped).
+ENDPOINTS: dict[str, list[tuple[str, str, Any]]] = {
+    "order": [
+        ("GET", "/api/orders/", None),
+        ("GET", f"/api/orders/{UUID}/", None),
+        (
+            "POST",
+            "/api/orders/",
+            {
+                "customer_id": "c",
+                "items": [{"sku": "s", "quantity": 1}],
+                "shipping_address": {"country": "FR"},
+            },
+        ),
+        ("POST", f"/api/orders/{UUID}/cancel/", {}),
+    ],
+    "payment": [
+        ("GET", "/api/accounts/", None),
+        ("GET", "/api/accounts/someone/", None),
+        ("POST", "/api/accounts/", {"customer_id": "new", "balance": "1.00"}),
+        ("GET", "/api/payments/", None),
+    ],
+    "inventory": [
+        ("GET", "/api/products/", None),
+        ("GET", "/api/products/a-sku/", None),
+        ("POST", "/api/products/", {"sku": "new", "name": "n", "price": "1.00", "available": 1}),
+        ("GET", "/api/reservations/", None),
+    ],
+    "shipping": [("GET", "/api/shipments/", None)],
+}
+
+
+def assert_every_endpoint_listed(service: str) -> None:
+    """ENDPOINTS[service] names every operation of the service's OpenAPI schema."""
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {settings.SAGA_API_TOKEN}")
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operations = {
+        (method.upper(), re.sub(r"\{[^}]+\}", "{}", path))
+        for path, methods in schema["paths"].items()
+        for method in methods
+        if method in ("get", "post", "put", "patch", "delete") and path != "/api/schema/"  # no data
+    }
+    listed = {(method, path.replace(UUID, "{}")) for method, path, _ in ENDPOINTS[service]}
+    listed = {(m, re.sub(r"/(someone|a-sku)/", "/{}/", p)) for m, p in listed}
+    assert operations == listed, f"{service}: schema {sorted(operations)} != listed {sorted(listed)}"
 
 
 def assert_unavailable(requests: list[tuple[str, str, Any]]) -> None:

@@ -11,7 +11,7 @@ from common.messaging.envelope import Envelope
 from inventory_svc.inventory import services
 from inventory_svc.inventory.models import Product, Reservation
 from tests.events import deliver, envelope, outbox_events, outbox_types
-from tests.unavailable import assert_unavailable
+from tests.unavailable import ENDPOINTS, assert_every_endpoint_listed, assert_unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -237,11 +237,5 @@ def test_a_reservation_is_released_or_deducted_once_and_for_good():
 
 @pytest.mark.django_db(transaction=True)
 def test_every_endpoint_answers_503_while_the_database_is_away() -> None:
-    assert_unavailable(
-        [
-            ("GET", "/api/products/", None),
-            ("GET", "/api/products/a-sku/", None),
-            ("POST", "/api/products/", {"sku": "new", "name": "n", "price": "1.00", "available": 1}),
-            ("GET", "/api/reservations/", None),
-        ]
-    )
+    assert_every_endpoint_listed("inventory")
+    assert_unavailable(ENDPOINTS["inventory"])

@@ -18,7 +18,7 @@ from order_svc.orders import services
 from order_svc.orders.models import IllegalTransition, Order, OrderStatus, SagaEvent
 from tests.events import deliver, envelope, outbox_events, outbox_types, signed_as
 from tests.order.orders import place, reserved
-from tests.unavailable import assert_unavailable
+from tests.unavailable import ENDPOINTS, assert_every_endpoint_listed, assert_unavailable
 
 
 def new_order(**fields) -> Order:
@@ -410,19 +410,5 @@ def test_the_fast_representation_of_an_order_is_the_serializers() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_every_endpoint_answers_503_while_the_database_is_away() -> None:
-    assert_unavailable(
-        [
-            ("GET", "/api/orders/", None),
-            ("GET", "/api/orders/01a24c06-e207-7933-8832-1730ddd927c0/", None),
-            (
-                "POST",
-                "/api/orders/",
-                {
-                    "customer_id": "c",
-                    "items": [{"sku": "s", "quantity": 1}],
-                    "shipping_address": {"country": "FR"},
-                },
-            ),
-            ("POST", "/api/orders/01a24c06-e207-7933-8832-1730ddd927c0/cancel/", {}),
-        ]
-    )
+    assert_every_endpoint_listed("order")
+    assert_unavailable(ENDPOINTS["order"])

@@ -10,7 +10,7 @@ from common.messaging.contracts import latest_version, validate_payload
 from payment_svc.payments import services
 from payment_svc.payments.models import Account, Payment
 from tests.events import deliver, envelope, outbox_events, outbox_types
-from tests.unavailable import assert_unavailable
+from tests.unavailable import ENDPOINTS, assert_every_endpoint_listed, assert_unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -146,11 +146,5 @@ def test_cancel_and_shipment_failure_refund_once(alice) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_every_endpoint_answers_503_while_the_database_is_away() -> None:
-    assert_unavailable(
-        [
-            ("GET", "/api/accounts/", None),
-            ("GET", "/api/accounts/someone/", None),
-            ("POST", "/api/accounts/", {"customer_id": "new", "balance": "1.00"}),
-            ("GET", "/api/payments/", None),
-        ]
-    )
+    assert_every_endpoint_listed("payment")
+    assert_unavailable(ENDPOINTS["payment"])

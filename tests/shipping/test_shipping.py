@@ -8,7 +8,7 @@ from common.messaging.consumer import Disposition
 from common.messaging.contracts import validate_payload
 from shipping_svc.shipping.models import Shipment
 from tests.events import deliver, envelope, outbox_events, outbox_types
-from tests.unavailable import assert_unavailable
+from tests.unavailable import ENDPOINTS, assert_every_endpoint_listed, assert_unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -139,4 +139,5 @@ def test_a_shipment_moves_only_from_scheduled_to_cancelled():
 
 @pytest.mark.django_db(transaction=True)
 def test_every_endpoint_answers_503_while_the_database_is_away() -> None:
-    assert_unavailable([("GET", "/api/shipments/", None)])
+    assert_every_endpoint_listed("shipping")
+    assert_unavailable(ENDPOINTS["shipping"])
