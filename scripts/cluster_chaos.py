@@ -87,6 +87,19 @@ def nodes_running() -> int:
     return max(len(cluster.running_nodes(host)) for host in cluster.RABBITS)
 
 
+def leaders() -> dict[str, str]:
+    """The node leading each service's events queue (the management API, through the gateway)."""
+    request = urllib.request.Request("http://127.0.0.1:15672/api/queues/saga")  # noqa: S310 - our gateway
+    request.add_header("Authorization", "Basic c2FnYTpzYWdh")  # saga:saga, the development administrator
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            queues = json.load(response)
+    except OSError:
+        return {}
+    wanted = {f"{service}.events" for service in SERVICES}
+    return {q["name"]: q.get("leader", "?").removeprefix("rabbit@") for q in queues if q["name"] in wanted}
+
+
 def post_status() -> tuple[int, str, str]:
     """One POST /api/orders/ through the gateway: status, Retry-After, the JSON error code."""
     try:
@@ -124,20 +137,36 @@ class ClusterFaults:
     def inject(self, kind: str) -> dict[str, Any]:
         if kind == "broker-kill":
             host = self.rng.choice(cluster.RABBITS)
+            before = leaders()
             killed = cluster.kill(host)
-            down = self._pause(5, 20)
-            cluster.boot(host)
+            try:
+                down = self._pause(5, 20)
+                during = leaders()
+            finally:
+                cluster.boot(host)
             back = wait_for(f"{host} back in the cluster", lambda: nodes_running() == 3, 180)
-            return {"host": host, "what": f"SIGKILL {killed} processes, down {down:.0f}s", "rejoined_s": back}
+            return {
+                "host": host,
+                "what": f"SIGKILL {killed} processes, down {down:.0f}s",
+                "rejoined_s": back,
+                "leaders": {"before": before, "during": during},
+            }
         if kind == "broker-partition":
             host = self.rng.choice(cluster.RABBITS)
+            before = leaders()
             cluster.cut(host)
             try:
                 down = self._pause(10, 40)
+                during = leaders()
             finally:
                 cluster.join(host)
             back = wait_for(f"{host} back in the cluster", lambda: nodes_running() == 3, 180)
-            return {"host": host, "what": f"link down {down:.0f}s", "rejoined_s": back}
+            return {
+                "host": host,
+                "what": f"link down {down:.0f}s",
+                "rejoined_s": back,
+                "leaders": {"before": before, "during": during},
+            }
         if kind == "app-cut":
             host = self.rng.choice(cluster.APPS)
             cluster.cut(host)
@@ -291,9 +320,8 @@ def main(argv: list[str]) -> int:
     report_path = Path(args.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     run = uuid.uuid4().hex[:6]
-    say(
-        f"cluster run {run}: {args.duration:.0f}s at {args.rate}/s, faults {','.join(kinds)}, seed {args.seed}"
-    )
+    say(f"cluster run {run}: {args.duration:.0f}s at {args.rate}/s, seed {args.seed}")
+    say(f"faults: {', '.join(kinds)}")
     heal()
     api = Api()
     world = World(api, run)

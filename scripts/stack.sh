@@ -152,7 +152,12 @@ supervisord_running() {
     [ -S "$VAR/run/supervisor.sock" ] && "$VENV/bin/supervisorctl" -c "$CONF" pid >/dev/null 2>&1
 }
 
-ctl() { "$VENV/bin/supervisorctl" -c "$CONF" "$@"; }
+ctl() {
+    if ! supervisord_running && cluster_running; then
+        die "make up's stack is not running, the cluster is: make cluster-ctl HOST=saga-app-1 ARGS=\"$*\""
+    fi
+    "$VENV/bin/supervisorctl" -c "$CONF" "$@"
+}
 
 prometheus_dirs() {
     local svc

@@ -3,7 +3,7 @@
 # every suite against real PostgreSQL, RabbitMQ and worker processes.
 #   scripts/test.sh                 everything
 #   scripts/test.sh order           one service's tests (tests/order, with its settings)
-#   scripts/test.sh unit|e2e|quorum|chaos  one layer
+#   scripts/test.sh unit|e2e|quorum|chaos|cluster  one layer
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -93,8 +93,14 @@ if [ "$ONLY" = all ] || [ "$ONLY" = quorum ]; then
     step "stack back on classic queues" scripts/stack.sh up
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = chaos ]; then
-    # Last: it restarts the stack through a flaky proxy, then restores it.
+    # It restarts the stack through a flaky proxy, then restores it.
     suite chaos tests/chaos -s
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = cluster ]; then
+    # Last: make cluster uses the ports of make up's stack, which stops for it (and is put
+    # back, or not, by restore_stack). The suite takes the cluster down whatever happens.
+    step "stopping make up's stack for the cluster" scripts/stack.sh down
+    suite cluster tests/cluster -s
 fi
 
 "$PY" scripts/junit_summary.py "$ARTIFACTS"/junit-*.xml || status=1
