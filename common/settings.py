@@ -315,6 +315,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # service's periodic tasks; see common/messaging/celery.py.
         CELERY_BROKER_URL=broker_url(service),
         CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP=True,
+        # A worker learns that its broker node is gone (cut off, not closed) after about
+        # two heartbeats, then fails over to the next node; Celery's default is 120 s. (The
+        # publishers keep 30 s: a publish that gets no confirm fails over by itself.)
+        CELERY_BROKER_HEARTBEAT=env_int("SAGA_BROKER_HEARTBEAT", 10),
         CELERY_BROKER_TRANSPORT_OPTIONS={"confirm_publish": True},
         CELERY_TASK_DEFAULT_QUEUE=f"{service}.tasks",
         # On a cluster the task queue (the deadline sweep) must outlive a node too; classic

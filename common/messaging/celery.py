@@ -102,7 +102,16 @@ class SagaConsumer(Consumer):
     defaults, not configurable); a 3-second RabbitMQ restart could stall a service for
     12 s or more and push sagas past their deadline. We retry after 0.2 s, then every
     0.5 s more, at most every 2 s.
+
+    Without Celery's native delayed delivery: on quorum queues Celery 5.5+ declares 28
+    ``celery_delayed_*`` exchanges and queues for ETA and countdown tasks. We have none
+    (retries go through each service's own delay tiers), and a service's broker user may
+    not declare them (docs/security.md), so every worker start on quorum queues logged a
+    CRITICAL "Failed to setup delayed delivery". Celery has no switch for it.
     """
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [s for s in Consumer.Blueprint.default_steps if not s.endswith(":DelayedDelivery")]
 
     def ensure_connected(self, conn):
         ensure = conn.ensure_connection

@@ -134,3 +134,16 @@ def test_the_delivery_limit_comes_from_settings_when_configured(monkeypatch) -> 
     monkeypatch.setattr("django.conf.settings", Configured())
     with pytest.raises(ValueError, match="SAGA_DELIVERY_LIMIT"):
         service_topology("order", KEYS, DELAYS, "quorum")
+
+
+def test_workers_do_not_set_up_celerys_delayed_delivery_on_quorum_queues() -> None:
+    # Celery would declare 28 celery_delayed_* exchanges and queues, which a service's
+    # broker user may not, and log CRITICAL at every worker start (we have no ETA tasks).
+    from celery.worker.consumer import Consumer
+
+    from common.messaging.celery import SagaConsumer
+
+    ours = SagaConsumer.Blueprint.default_steps
+    theirs = Consumer.Blueprint.default_steps
+    assert "celery.worker.consumer.delayed_delivery:DelayedDelivery" in theirs
+    assert [step for step in theirs if not step.endswith(":DelayedDelivery")] == ours
