@@ -299,6 +299,31 @@ def in_flight(
     ]
 
 
+def by_kind(log: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each fault kind over the run: how often, the sagas in flight, the slowest of them,
+    and how long recovery took (a node back in the cluster, a host healthy, a database
+    answering)."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for entry in log:
+        flight = entry.get("in_flight", {})
+        kind = kinds.setdefault(
+            entry["kind"], {"injected": 0, "in_flight": 0, "medians_s": [], "max_s": 0.0, "deadline": 0}
+        )
+        kind["injected"] += 1
+        kind["in_flight"] += flight.get("sagas", 0)
+        if flight.get("median_s") is not None:
+            kind["medians_s"].append(flight["median_s"])
+            kind["max_s"] = max(kind["max_s"], flight["max_s"])
+        kind["deadline"] += flight.get("cancelled_by_deadline", 0)
+        for key in ("rejoined_s", "healthy_s", "answering_s"):
+            if key in entry:
+                kind.setdefault(key, []).append(round(entry[key], 1))
+    for kind in kinds.values():
+        medians = sorted(kind.pop("medians_s"))
+        kind["median_of_medians_s"] = medians[len(medians) // 2] if medians else None
+    return kinds
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description="Load and faults on the cluster of make cluster, then the audit."
@@ -390,6 +415,7 @@ def main(argv: list[str]) -> int:
         "expected_by_path": {p: expected for p, (_, expected) in PATHS.items()},
         "faults_injected": dict(faults.injected),
         "fault_log": faults.log,
+        "faults_by_kind": by_kind(faults.log),
         "sagas_without_fault": calm[0],
         "cancelled_by_deadline": sum("deadline passed" in s[3] for s in sagas.values()),
         "seconds_to_quiet": round(quiet_seconds, 1),
@@ -433,6 +459,14 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
         print(
             f"{entry['kind']:<17} {entry.get('host', ''):<14} {flight.get('sagas', 0):>9} "
             f"{flight.get('median_s') or 0:>9} {flight.get('max_s') or 0:>7}  {entry['what']}"
+        )
+    heading = ("by kind", "injected", "in flight", "median s", "max s", "deadline")
+    print("{:<17} {:>8} {:>9} {:>9} {:>7} {:>8}  recovery s".format(*heading))
+    for kind, row in sorted(report["faults_by_kind"].items()):
+        recovery = row.get("rejoined_s") or row.get("healthy_s") or row.get("answering_s") or ""
+        print(
+            f"{kind:<17} {row['injected']:>8} {row['in_flight']:>9} {row['median_of_medians_s'] or 0:>9} "
+            f"{row['max_s']:>7} {row['deadline']:>8}  {recovery}"
         )
     calm = report["sagas_without_fault"]
     print(f"sagas that met no fault: {calm['sagas_without_fault']}, median {calm['median_s']}s")
