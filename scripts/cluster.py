@@ -69,7 +69,6 @@ GATEWAY = CLUSTER / "gateway"  # the root namespace's supervisord: HAProxy
 PG_BIN = Path(f"/usr/lib/postgresql/{os.environ.get('SAGA_PG_VERSION', '15')}/bin")
 AMQP, MGMT, PG_PORT, FLOWER = 5672, 15672, 5432, 5555
 SUPERVISORD, SUPERVISORCTL = VENV / "bin" / "supervisord", VENV / "bin" / "supervisorctl"
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 def say(message: str) -> None:
@@ -246,10 +245,10 @@ def node_env(host: str) -> dict[str, str]:
     return rabbitmq_env(base, nodename=nodename(host), address=address(host), home=str(base / "home"))
 
 
-def rabbitmqctl_command(host: str) -> list[str]:
-    return in_host(
-        host, "env", *(f"{k}={v}" for k, v in node_env(host).items()), RABBITMQCTL, "-n", nodename(host)
-    )
+def rabbitmqctl_command(host: str, tool: str = "rabbitmqctl") -> list[str]:
+    """A RabbitMQ command-line tool (rabbitmqctl, rabbitmq-queues) for the node on ``host``."""
+    environment = (f"{k}={v}" for k, v in node_env(host).items())
+    return in_host(host, "env", *environment, f"/usr/lib/rabbitmq/bin/{tool}", "-n", nodename(host))
 
 
 def rabbitmq_files(host: str, cookie: str) -> None:
@@ -356,6 +355,22 @@ def start_rabbits() -> None:
             return
         time.sleep(2)
     raise ClusterError(f"the RabbitMQ cluster has {running_nodes(RABBITS[0])} running, not all of {RABBITS}")
+
+
+def rebalance() -> None:
+    """Spread the quorum queues' leaders over the running nodes: a node that restarts gets
+    none back by itself, and one node leading every queue makes its loss the costly one."""
+    command = [
+        *rabbitmqctl_command(RABBITS[0], "rabbitmq-queues"),
+        "rebalance",
+        "quorum",
+        "--vhost-pattern",
+        "^saga$",
+    ]
+    try:
+        run(command, timeout=180)
+    except (ClusterError, subprocess.TimeoutExpired) as exc:
+        print(f"warning: could not rebalance the queue leaders: {exc}", file=sys.stderr)
 
 
 def broker_users() -> None:
@@ -611,6 +626,8 @@ def up() -> None:
         boot(host)
         ctl(host, "update", check=False)
         ctl(host, "start", "all", check=False, timeout=300)
+    say("spreading the queues' leaders over the three nodes")
+    rebalance()
     say("gateway on 127.0.0.1 (HAProxy)")
     gateway_files()
     boot("gateway")

@@ -250,6 +250,7 @@ def heal() -> None:
     for host in cluster.APPS:
         cluster.ctl(host, "start", "all", check=False, timeout=300)
     wait_for("3 RabbitMQ nodes", lambda: nodes_running() == 3, 300)
+    cluster.rebalance()  # leaders on every node, as after make cluster
     for host in cluster.APPS:
         wait_for(f"{host} healthy", lambda h=host: all(_healthy(h, p) for p in DEFAULT_PORTS.values()), 300)
 
