@@ -332,5 +332,12 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         CELERY_TASK_IGNORE_RESULT=True,
         CELERY_WORKER_HIJACK_ROOT_LOGGER=False,
         CELERY_WORKER_CONSUMER="common.messaging.celery:SagaConsumer",
+        # Remote control's queue (<worker>.celery.pidbox) not exclusive: a worker cut off
+        # from its node reconnects while the broker still holds its old connection, and an
+        # exclusive queue then fails the declare (RESOURCE_LOCKED) and kills the worker,
+        # again at every restart, until the broker drops that connection (make
+        # cluster-chaos, docs/cluster.md). Unique node names keep each queue to one worker;
+        # it still expires 10 s after its worker is gone.
+        CELERY_CONTROL_QUEUE_EXCLUSIVE=False,
         LOGGING=logging_config(service, env("SAGA_LOG_LEVEL", "INFO")),
     )

@@ -33,7 +33,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -227,6 +227,91 @@ class Faults:
         ctl("start", "all", check=False)
 
 
+class Injector(Protocol):
+    injected: Counter
+    log: list[dict[str, Any]]
+
+    def run(self) -> None: ...
+
+    def calm(self, thread: threading.Thread) -> None: ...
+
+
+def under_faults(load: Load, faults: Injector, duration: float) -> None:
+    """The load and the faults side by side for ``duration`` seconds, with progress every
+    10 s; then both stopped, also on Ctrl-C: no fault may outlive the run."""
+    threads = [
+        threading.Thread(target=load.run, daemon=True),
+        threading.Thread(target=faults.run, daemon=True),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    try:
+        while time.monotonic() - started < duration:
+            time.sleep(min(10, duration - (time.monotonic() - started)))
+            say(
+                f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
+                f"{sum(faults.injected.values())} faults injected"
+            )
+    finally:
+        say("stopping the faults (one in progress ends first) and the load")
+        faults.calm(threads[1])
+        load.finish()
+        threads[0].join(timeout=60)
+
+
+def the_orders(api: Api, load: Load) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every order the run placed, as the API shows it now, and the report's fields about
+    them: by path and outcome, cancelled by their deadline, not terminal."""
+    orders = {order_id: api.order(order_id) for order_id in load.placed}
+    outcomes: dict[str, Counter] = {path: Counter() for path in PATHS}
+    for order_id, path in load.placed.items():
+        outcomes[path][orders[order_id]["status"]] += 1
+    return orders, {
+        "orders_placed": len(load.placed),
+        "post_failures": dict(load.failures),
+        "post_answers_retried": {str(k): v for k, v in sorted(load.answers.items())},
+        "orders_by_path": {p: sum(c.values()) for p, c in outcomes.items()},
+        "outcomes_by_path": {p: dict(c) for p, c in outcomes.items()},
+        "expected_by_path": {p: expected for p, (_, expected) in PATHS.items()},
+        "cancelled_by_deadline": sum("deadline passed" in o["failure_reason"] for o in orders.values()),
+        "orders_not_terminal": sum(o["status"] not in TERMINAL for o in orders.values()),
+    }
+
+
+def run_report(
+    run: str,
+    args: argparse.Namespace,
+    placed: dict[str, Any],
+    faults: Injector,
+    quiet_seconds: float,
+    audit_exit_code: int,
+    audit: dict[str, Any],
+    not_terminal: int,
+    duplicates: float,
+) -> dict[str, Any]:
+    """What every chaos report says (make chaos's and make cluster-chaos's)."""
+    violations = audit.get("violations", [])
+    return {
+        "run": run,
+        "seed": args.seed,
+        "duration_seconds": args.duration,
+        "rate": args.rate,
+        **placed,
+        "faults_injected": dict(faults.injected),
+        "fault_log": faults.log,
+        "seconds_to_quiet": round(quiet_seconds, 1),
+        "audit_exit_code": audit_exit_code,
+        "violations": len(violations),
+        "violation_samples": violations[:20],
+        "lost_events": {
+            "orders_not_terminal": not_terminal,
+            "unroutable_messages": queue_depth("saga.unroutable"),
+        },
+        "duplicates_absorbed": duplicates,
+    }
+
+
 def counters(api: Api, name: str, **labels: str) -> float:
     found = 0.0
     for service in SERVICES:
@@ -281,25 +366,7 @@ def run_chaos(
     duplicates_before = counters(api, "saga_deliveries_total", outcome="duplicate")
     load = Load(world, args.rate, args.seed)
     faults = Faults(kinds, args.seed, proxy, broker_gap=args.broker_gap)
-    threads = [
-        threading.Thread(target=load.run, daemon=True),
-        threading.Thread(target=faults.run, daemon=True),
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    try:
-        while time.monotonic() - started < args.duration:
-            time.sleep(min(10, args.duration - (time.monotonic() - started)))
-            say(
-                f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
-                f"{sum(faults.injected.values())} faults injected"
-            )
-    finally:  # also on Ctrl-C: no fault may outlive the run
-        say("stopping the faults and the load")
-        faults.calm(threads[1])
-        load.finish()
-        threads[0].join(timeout=30)
+    under_faults(load, faults, args.duration)
     say("waiting for the system to go quiet")
     quiet_seconds = quiesce(api, world, args.quiet_timeout)
     say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
@@ -314,41 +381,18 @@ def run_chaos(
     )
     audit = json.loads(audit_file.read_text()) if audit_file.exists() else {}
     duplicates = counters(api, "saga_deliveries_total", outcome="duplicate") - duplicates_before
-    outcomes: dict[str, Counter] = {path: Counter() for path in PATHS}
-    unfinished = 0
-    deadline_cancelled = 0
-    for order_id, path in load.placed.items():
-        order = api.order(order_id)
-        outcomes[path][order["status"]] += 1
-        unfinished += order["status"] not in TERMINAL
-        deadline_cancelled += "deadline passed" in order["failure_reason"]
-    unroutable = queue_depth("saga.unroutable")
-    violations = audit.get("violations", [])
+    orders, placed = the_orders(api, load)
+    not_terminal = placed.pop("orders_not_terminal")
     proxy_stats = {}
     if proxy is not None:
         stats_file = report_path.parent / "proxy-stats.json"
         proxy_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    report = {
-        "run": run,
-        "seed": args.seed,
-        "duration_seconds": args.duration,
-        "rate": args.rate,
-        "orders_placed": len(load.placed),
-        "post_failures": dict(load.failures),
-        "orders_by_path": {p: sum(c.values()) for p, c in outcomes.items()},
-        "outcomes_by_path": {p: dict(c) for p, c in outcomes.items()},
-        "expected_by_path": {p: expected for p, (_, expected) in PATHS.items()},
-        "faults_injected": dict(faults.injected),
-        "fault_log": faults.log,
+    report = run_report(
+        run, args, placed, faults, quiet_seconds, audit_run.returncode, audit, not_terminal, duplicates
+    )
+    report |= {
         "proxy": proxy_stats,
         "broker_unavailable_seconds": round(faults.broker_down, 1),
-        "cancelled_by_deadline": deadline_cancelled,
-        "seconds_to_quiet": round(quiet_seconds, 1),
-        "audit_exit_code": audit_run.returncode,
-        "violations": len(violations),
-        "violation_samples": violations[:20],
-        "lost_events": {"orders_not_terminal": unfinished, "unroutable_messages": unroutable},
-        "duplicates_absorbed": duplicates,
     }
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return report, audit_run.stdout
@@ -420,21 +464,27 @@ def main(argv: list[str]) -> int:
         stack_up(base_env)
     print_report(report, audit_text)
     print(f"report: {report_path}")
+    return 0 if passed(report) else 1
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """A clean audit, every order terminal, nothing unroutable, and quiet in time."""
     lost = report["lost_events"]
-    ok = (
+    return (
         report["audit_exit_code"] == 0
         and not lost["orders_not_terminal"]
         and not lost["unroutable_messages"]
         and report["seconds_to_quiet"] >= 0
     )
-    return 0 if ok else 1
 
 
-def print_report(report: dict[str, Any], audit_text: str) -> None:
-    print("\n=== chaos report ===")
+def print_orders(report: dict[str, Any], title: str) -> None:
+    """The head of a chaos report (also make cluster-chaos's): orders by path, faults by kind."""
+    print(f"\n=== {title} ===")
     print(
         f"orders placed: {report['orders_placed']} over {report['duration_seconds']:.0f}s "
-        f"(POST retries: {report['post_failures'].get('post_retried', 0)}, "
+        f"(POST retries: {report['post_failures'].get('post_retried', 0)} "
+        f"{report.get('post_answers_retried', '')}, "
         f"given up: {report['post_failures'].get('post_gave_up', 0)})"
     )
     print(f"{'path':<20} {'placed':>7}  outcomes (expected)")
@@ -442,6 +492,23 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes_by_path"][path].items()))
         print(f"{path:<20} {placed:>7}  {outcomes}  ({report['expected_by_path'][path]})")
     print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(report["faults_injected"].items())))
+
+
+def print_verdict(report: dict[str, Any], audit_text: str) -> None:
+    """The end of a chaos report: what the faults cost, what was lost, and the audit."""
+    print(
+        f"cancelled by their deadline (a saga slowed down by the faults, then undone): "
+        f"{report['cancelled_by_deadline']}"
+    )
+    print(f"time to quiescence: {report['seconds_to_quiet']}s")
+    print(f"violations: {report['violations']}")
+    print(f"lost events: {report['lost_events']}")
+    print(f"duplicates absorbed by the inboxes: {report['duplicates_absorbed']:.0f}")
+    print("\n--- audit ---\n" + audit_text.strip())
+
+
+def print_report(report: dict[str, Any], audit_text: str) -> None:
+    print_orders(report, "chaos report")
     if report.get("broker_unavailable_seconds"):
         print(
             f"RabbitMQ unavailable: {report['broker_unavailable_seconds']:.0f}s in all "
@@ -452,15 +519,7 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
             f"network proxy: {report['proxy'].get('connections')} connections, "
             f"{report['proxy'].get('drops')} cut"
         )
-    print(
-        f"cancelled by their deadline (a saga slowed down by the faults, then undone): "
-        f"{report['cancelled_by_deadline']}"
-    )
-    print(f"time to quiescence: {report['seconds_to_quiet']}s")
-    print(f"violations: {report['violations']}")
-    print(f"lost events: {report['lost_events']}")
-    print(f"duplicates absorbed by the inboxes: {report['duplicates_absorbed']:.0f}")
-    print("\n--- audit ---\n" + audit_text.strip())
+    print_verdict(report, audit_text)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.services import DEFAULT_PORTS, SERVICES  # noqa: E402 - plain data
-from scripts.supervisor_conf import (  # noqa: E402
-    VENV,
-    Host,
-    env_line,
-    header,
-    program,
-    rabbitmq_env,
-    service_programs,
-)
+from scripts import supervisor_conf as conf  # noqa: E402 - the programs, as make up writes them
 
 CLUSTER = ROOT / "var" / "cluster"
 RUNNING = CLUSTER / "running.json"  # written when up, removed by down: make up checks it
@@ -68,7 +60,7 @@ APPS = [host for host in HOSTS if host.startswith("saga-app-")]
 GATEWAY = CLUSTER / "gateway"  # the root namespace's supervisord: HAProxy
 PG_BIN = Path(f"/usr/lib/postgresql/{os.environ.get('SAGA_PG_VERSION', '15')}/bin")
 AMQP, MGMT, PG_PORT, FLOWER = 5672, 15672, 5432, 5555
-SUPERVISORD, SUPERVISORCTL = VENV / "bin" / "supervisord", VENV / "bin" / "supervisorctl"
+SUPERVISORD, SUPERVISORCTL = conf.VENV / "bin" / "supervisord", conf.VENV / "bin" / "supervisorctl"
 
 
 def say(message: str) -> None:
@@ -242,7 +234,7 @@ def nodename(host: str) -> str:
 
 def node_env(host: str) -> dict[str, str]:
     base = directory(host)
-    return rabbitmq_env(base, nodename=nodename(host), address=address(host), home=str(base / "home"))
+    return conf.rabbitmq_env(base, nodename=nodename(host), address=address(host), home=str(base / "home"))
 
 
 def rabbitmqctl_command(host: str, tool: str = "rabbitmqctl") -> list[str]:
@@ -293,14 +285,14 @@ queue_leader_locator = balanced
         f"[{{kernel, [{{inet_dist_use_interface, {{{octets}}}}}, {{net_ticktime, 15}}]}}].\n"
     )
     (rabbit / "rabbitmq-env.conf").write_text("")
-    conf = header(Host(var=base)) + program(
+    text = conf.header(conf.Host(var=base)) + conf.program(
         "rabbitmq",
         "/usr/lib/rabbitmq/bin/rabbitmq-server",
-        host=Host(var=base),
+        host=conf.Host(var=base),
         autostart=True,
-        extra=f"environment={env_line(node_env(host))}\nstopwaitsecs=60\n",
+        extra=f"environment={conf.env_line(node_env(host))}\nstopwaitsecs=60\n",
     )
-    conf_file(host).write_text(conf)
+    conf_file(host).write_text(text)
 
 
 def cookie() -> str:
@@ -374,7 +366,7 @@ def rebalance() -> None:
 
 
 def broker_users() -> None:
-    rabbitmqctl = f"{VENV / 'bin' / 'python'} {Path(__file__).resolve()} rabbitmqctl {RABBITS[0]}"
+    rabbitmqctl = f"{conf.VENV / 'bin' / 'python'} {Path(__file__).resolve()} rabbitmqctl {RABBITS[0]}"
     env = {**os.environ, "SAGA_RABBITMQCTL": rabbitmqctl}
     result = subprocess.run(  # noqa: S603
         [str(ROOT / "scripts" / "stack.sh"), "broker-users"],
@@ -416,8 +408,8 @@ def postgres_files() -> Path:
         "shared_buffers": "256MB",
     }
     flags = " ".join(f"-c {key}={value}" for key, value in options.items())
-    host = Host(var=base)
-    conf = header(host) + program(
+    host = conf.Host(var=base)
+    text = conf.header(host) + conf.program(
         "postgres",
         f"{PG_BIN}/postgres -D {data} {flags}",
         host=host,
@@ -426,7 +418,7 @@ def postgres_files() -> Path:
         # and starts it again, as an operator would after a crash).
         extra="user=postgres\nstopsignal=INT\nstopwaitsecs=60\nautorestart=false\n",
     )
-    conf_file("saga-db").write_text(conf)
+    conf_file("saga-db").write_text(text)
     return sockets
 
 
@@ -479,7 +471,7 @@ def app_environment(host: str) -> dict[str, str]:
         "SAGA_BROKER_HOST": ",".join(nodes),
         "SAGA_BROKER_PORT": str(AMQP),
         "SAGA_QUEUE_TYPE": "quorum",
-        # Through the gateway the Host is 127.0.0.1; asked directly, the host's own address.
+        # Through the gateway the conf.Host is 127.0.0.1; asked directly, the host's own address.
         "SAGA_ALLOWED_HOSTS": f"127.0.0.1,localhost,{address(host)}",
         "SAGA_CLUSTER_HOST": host,
     }
@@ -490,7 +482,7 @@ def app_files(host: str) -> None:
     host_dirs(base)
     for service in SERVICES:
         (base / "prometheus" / service).mkdir(parents=True, exist_ok=True)
-    layout = Host(
+    layout = conf.Host(
         var=base,
         bind=address(host),
         node_host=host,
@@ -500,11 +492,11 @@ def app_files(host: str) -> None:
         autostart=True,
     )
     admin = ";".join(f"amqp://saga:saga@{address(h)}:{AMQP}/saga" for h in RABBITS)
-    programs = service_programs(
+    programs = conf.service_programs(
         layout, admin_broker=admin, broker_api=f"http://saga:saga@{address(RABBITS[0])}:{MGMT}/api/"
     )
     conf_file(host).write_text(
-        header(layout, {"SAGA_FAULTS_FILE": str(CLUSTER / "faults")}) + "".join(programs)
+        conf.header(layout, {"SAGA_FAULTS_FILE": str(CLUSTER / "faults")}) + "".join(programs)
     )
 
 
@@ -512,7 +504,7 @@ def prepare_services() -> None:
     say("migrate, admin user and topology (quorum queues) of each service, from saga-app-1")
     host_dirs(directory(APPS[0]))
     env = [f"{k}={v}" for k, v in app_environment(APPS[0]).items()]
-    python = str(VENV / "bin" / "python")
+    python = str(conf.VENV / "bin" / "python")
     procs = {
         service: subprocess.Popen(  # noqa: S603
             in_host(APPS[0], "env", *env, python, str(ROOT / "manage.py"), service, "prepare"),
@@ -564,10 +556,10 @@ defaults
     config += section("rabbitmq-management", MGMT, rabbits, MGMT, mode="http")
     config += section("amqp", AMQP, rabbits, AMQP)
     (GATEWAY / "haproxy.cfg").write_text(config)
-    host = Host(var=GATEWAY)
+    host = conf.Host(var=GATEWAY)
     conf_file("gateway").write_text(
-        header(host)
-        + program(
+        conf.header(host)
+        + conf.program(
             "gateway",
             f"/usr/sbin/haproxy -db -f {GATEWAY / 'haproxy.cfg'}",
             host=host,
@@ -579,7 +571,7 @@ defaults
 
 def wait_healthy(base: str, timeout: float) -> None:
     ports = [str(port) for port in DEFAULT_PORTS.values()]
-    run([str(VENV / "bin" / "python"), str(ROOT / "scripts" / "wait_healthy.py"), "--host", base,
+    run([str(conf.VENV / "bin" / "python"), str(ROOT / "scripts" / "wait_healthy.py"), "--host", base,
          "--timeout", str(timeout), *ports], timeout=timeout + 30)  # fmt: skip
 
 

@@ -33,6 +33,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.services import DEFAULT_PORTS, SERVICES  # noqa: E402
-from scripts import cluster  # noqa: E402
-from scripts.chaos import TERMINAL, Load, say  # noqa: E402
+from scripts import chaos, cluster  # noqa: E402 - chaos: the load, the verdict, the report's head
 from scripts.client import Api, ClientError, order_body  # noqa: E402
 from scripts.stackops import queue_depth  # noqa: E402
-from scripts.workload import PATHS, World  # noqa: E402
+from scripts.workload import World  # noqa: E402
 
 KINDS = ("broker-kill", "broker-partition", "app-cut", "app-kill", "postgres", "kill", "duplicate", "delay")
 FAULTS_FILE = cluster.CLUSTER / "faults"  # every app host's processes read it (scripts/cluster.py)
@@ -79,7 +79,7 @@ def wait_for(what: str, check, timeout: float) -> float:  # noqa: ANN001 - a pre
         except Exception:  # noqa: BLE001, S110 - not ready yet
             pass
         time.sleep(0.5)
-    say(f"{what}: not after {timeout:.0f}s")
+    chaos.say(f"{what}: not after {timeout:.0f}s")
     return -1.0
 
 
@@ -134,39 +134,32 @@ class ClusterFaults:
         self.stop.wait(self.rng.uniform(low, high))
         return time.monotonic() - began
 
+    def _broker(
+        self, fail: Callable[[str], str], mend: Callable[[str], None], low: float, high: float
+    ) -> dict:
+        """A RabbitMQ host failed for a random while, then mended; when its node was back,
+        and which nodes led the events queues before and during."""
+        host = self.rng.choice(cluster.RABBITS)
+        before = leaders()
+        what = fail(host)
+        try:
+            down = self._pause(low, high)
+            during = leaders()
+        finally:
+            mend(host)
+        back = wait_for(f"{host} back in the cluster", lambda: nodes_running() == 3, 180)
+        return {
+            "host": host,
+            "what": f"{what}, down {down:.0f}s",
+            "rejoined_s": back,
+            "leaders": {"before": before, "during": during},
+        }
+
     def inject(self, kind: str) -> dict[str, Any]:
         if kind == "broker-kill":
-            host = self.rng.choice(cluster.RABBITS)
-            before = leaders()
-            killed = cluster.kill(host)
-            try:
-                down = self._pause(5, 20)
-                during = leaders()
-            finally:
-                cluster.boot(host)
-            back = wait_for(f"{host} back in the cluster", lambda: nodes_running() == 3, 180)
-            return {
-                "host": host,
-                "what": f"SIGKILL {killed} processes, down {down:.0f}s",
-                "rejoined_s": back,
-                "leaders": {"before": before, "during": during},
-            }
+            return self._broker(lambda host: f"SIGKILL {cluster.kill(host)} processes", cluster.boot, 5, 20)
         if kind == "broker-partition":
-            host = self.rng.choice(cluster.RABBITS)
-            before = leaders()
-            cluster.cut(host)
-            try:
-                down = self._pause(10, 40)
-                during = leaders()
-            finally:
-                cluster.join(host)
-            back = wait_for(f"{host} back in the cluster", lambda: nodes_running() == 3, 180)
-            return {
-                "host": host,
-                "what": f"link down {down:.0f}s",
-                "rejoined_s": back,
-                "leaders": {"before": before, "during": during},
-            }
+            return self._broker(_partition, cluster.join, 10, 40)
         if kind == "app-cut":
             host = self.rng.choice(cluster.APPS)
             cluster.cut(host)
@@ -213,6 +206,12 @@ class ClusterFaults:
             return {"what": f"{kind} 30% of deliveries for 8s"}
         raise ValueError(kind)
 
+    def calm(self, thread: threading.Thread) -> None:
+        """Stop injecting (the fault in progress heals itself first), then heal everything."""
+        self.stop.set()
+        thread.join(timeout=300)
+        heal()
+
     def run(self) -> None:
         first = list(self.kinds)
         self.rng.shuffle(first)
@@ -229,7 +228,12 @@ class ClusterFaults:
             entry = {"kind": kind, "began": began, "ended": time.time(), **entry}
             self.injected[kind] += 1
             self.log.append(entry)
-            say(f"fault {kind}: {entry.get('host', '')} {entry['what']}")
+            chaos.say(f"fault {kind}: {entry.get('host', '')} {entry['what']}")
+
+
+def _partition(host: str) -> str:
+    cluster.cut(host)
+    return "link down"
 
 
 def _healthy(host: str, port: int) -> bool:
@@ -346,38 +350,18 @@ def main(argv: list[str]) -> int:
     report_path = Path(args.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     run = uuid.uuid4().hex[:6]
-    say(f"cluster run {run}: {args.duration:.0f}s at {args.rate}/s, seed {args.seed}")
-    say(f"faults: {', '.join(kinds)}")
+    chaos.say(f"cluster run {run}: {args.duration:.0f}s at {args.rate}/s, seed {args.seed}")
+    chaos.say(f"faults: {', '.join(kinds)}")
     heal()
     api = Api()
     world = World(api, run)
     duplicates_before = metric_total("saga_deliveries_total", outcome="duplicate")
-    load = Load(world, args.rate, args.seed)
+    load = chaos.Load(world, args.rate, args.seed)
     faults = ClusterFaults(kinds, args.seed)
-    threads = [
-        threading.Thread(target=load.run, daemon=True),
-        threading.Thread(target=faults.run, daemon=True),
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    try:
-        while time.monotonic() - started < args.duration:
-            time.sleep(min(10, args.duration - (time.monotonic() - started)))
-            say(
-                f"{time.monotonic() - started:5.0f}s: {len(load.placed)} orders placed, "
-                f"{sum(faults.injected.values())} faults injected"
-            )
-    finally:  # also on Ctrl-C: no fault may outlive the run
-        say("stopping the faults (the one in progress heals itself) and the load")
-        faults.stop.set()
-        threads[1].join(timeout=300)
-        load.finish()
-        threads[0].join(timeout=60)
-        heal()
-    say("waiting for the system to go quiet")
+    chaos.under_faults(load, faults, args.duration)
+    chaos.say("waiting for the system to go quiet")
     quiet_seconds = quiesce(api, world, args.quiet_timeout)
-    say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
+    chaos.say(f"quiet after {quiet_seconds:.1f}s" if quiet_seconds >= 0 else "NOT quiet: giving up waiting")
     audit_file = report_path.parent / "audit.json"
     audit_file.unlink(missing_ok=True)
     audit_run = subprocess.run(  # noqa: S603 - our own command
@@ -387,73 +371,26 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     audit = json.loads(audit_file.read_text()) if audit_file.exists() else {}
     duplicates = metric_total("saga_deliveries_total", outcome="duplicate") - duplicates_before
-    outcomes: dict[str, Counter] = {path: Counter() for path in PATHS}
-    sagas: dict[str, tuple[float, float, str, str]] = {}
-    unfinished = 0
-    for order_id, path in load.placed.items():
-        order = api.order(order_id)
-        outcomes[path][order["status"]] += 1
-        unfinished += order["status"] not in TERMINAL
-        if order["status"] in TERMINAL:
-            sagas[order_id] = (
-                parse_time(order["created_at"]),
-                parse_time(order["updated_at"]),
-                order["status"],
-                order["failure_reason"],
-            )
-    calm = in_flight(faults.log, sagas)
-    violations = audit.get("violations", [])
-    report = {
-        "run": run,
-        "seed": args.seed,
-        "duration_seconds": args.duration,
-        "rate": args.rate,
-        "orders_placed": len(load.placed),
-        "post_failures": dict(load.failures),
-        "post_answers_retried": {str(k): v for k, v in sorted(load.answers.items())},
-        "orders_by_path": {p: sum(c.values()) for p, c in outcomes.items()},
-        "outcomes_by_path": {p: dict(c) for p, c in outcomes.items()},
-        "expected_by_path": {p: expected for p, (_, expected) in PATHS.items()},
-        "faults_injected": dict(faults.injected),
-        "fault_log": faults.log,
-        "faults_by_kind": by_kind(faults.log),
-        "sagas_without_fault": calm[0],
-        "cancelled_by_deadline": sum("deadline passed" in s[3] for s in sagas.values()),
-        "seconds_to_quiet": round(quiet_seconds, 1),
-        "audit_exit_code": audit_run.returncode,
-        "violations": len(violations),
-        "violation_samples": violations[:20],
-        "lost_events": {
-            "orders_not_terminal": unfinished,
-            "unroutable_messages": queue_depth("saga.unroutable"),
-        },
-        "duplicates_absorbed": duplicates,
+    orders, placed = chaos.the_orders(api, load)
+    not_terminal = placed.pop("orders_not_terminal")
+    sagas = {
+        order_id: (parse_time(o["created_at"]), parse_time(o["updated_at"]), o["status"], o["failure_reason"])
+        for order_id, o in orders.items()
+        if o["status"] in chaos.TERMINAL
     }
+    calm = in_flight(faults.log, sagas)
+    report = chaos.run_report(
+        run, args, placed, faults, quiet_seconds, audit_run.returncode, audit, not_terminal, duplicates
+    )
+    report |= {"faults_by_kind": by_kind(faults.log), "sagas_without_fault": calm[0]}
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report, audit_run.stdout)
     print(f"report: {report_path}")
-    lost = report["lost_events"]
-    ok = (
-        report["audit_exit_code"] == 0
-        and not lost["orders_not_terminal"]
-        and not lost["unroutable_messages"]
-        and report["seconds_to_quiet"] >= 0
-    )
-    return 0 if ok else 1
+    return 0 if chaos.passed(report) else 1
 
 
 def print_report(report: dict[str, Any], audit_text: str) -> None:
-    print("\n=== cluster chaos report ===")
-    print(
-        f"orders placed: {report['orders_placed']} over {report['duration_seconds']:.0f}s "
-        f"(POST retries: {report['post_failures'].get('post_retried', 0)} "
-        f"{report['post_answers_retried']}, given up: {report['post_failures'].get('post_gave_up', 0)})"
-    )
-    print(f"{'path':<20} {'placed':>7}  outcomes (expected)")
-    for path, placed in report["orders_by_path"].items():
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes_by_path"][path].items()))
-        print(f"{path:<20} {placed:>7}  {outcomes}  ({report['expected_by_path'][path]})")
-    print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(report["faults_injected"].items())))
+    chaos.print_orders(report, "cluster chaos report")
     print(f"{'fault':<17} {'host':<14} {'in flight':>9} {'median s':>9} {'max s':>7}  what")
     for entry in report["fault_log"]:
         flight = entry.get("in_flight", {})
@@ -471,12 +408,7 @@ def print_report(report: dict[str, Any], audit_text: str) -> None:
         )
     calm = report["sagas_without_fault"]
     print(f"sagas that met no fault: {calm['sagas_without_fault']}, median {calm['median_s']}s")
-    print(f"cancelled by their deadline: {report['cancelled_by_deadline']}")
-    print(f"time to quiescence: {report['seconds_to_quiet']}s")
-    print(f"violations: {report['violations']}")
-    print(f"lost events: {report['lost_events']}")
-    print(f"duplicates absorbed by the inboxes: {report['duplicates_absorbed']:.0f}")
-    print("\n--- audit ---\n" + audit_text.strip())
+    chaos.print_verdict(report, audit_text)
 
 
 if __name__ == "__main__":
