@@ -312,16 +312,22 @@ def run_report(
     }
 
 
+def metric_sum(text: str, name: str, labels: dict[str, str]) -> float:
+    """The samples of ``name`` with ``labels`` in Prometheus text, added up."""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items())
+    )
+
+
 def counters(api: Api, name: str, **labels: str) -> float:
     found = 0.0
     for service in SERVICES:
         try:
-            text = api.get(service, "/metrics", timeout=10).text
+            found += metric_sum(api.get(service, "/metrics", timeout=10).text, name, labels)
         except ClientError:
             continue
-        for line in text.splitlines():
-            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                found += float(line.rpartition(" ")[2])
     return found
 
 

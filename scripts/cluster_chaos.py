@@ -56,16 +56,12 @@ def metric_total(name: str, **labels: str) -> float:
     total = 0.0
     for host in cluster.APPS:
         for port in DEFAULT_PORTS.values():
+            url = f"http://{cluster.address(host)}:{port}/metrics"
             try:
-                with urllib.request.urlopen(
-                    f"http://{cluster.address(host)}:{port}/metrics", timeout=10
-                ) as r:
-                    text = r.read().decode()
+                with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an app host
+                    total += chaos.metric_sum(response.read().decode(), name, labels)
             except OSError:
                 continue
-            for line in text.splitlines():
-                if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rpartition(" ")[2])
     return total
 
 
