@@ -93,7 +93,10 @@ def leaders() -> dict[str, str]:
     except OSError:
         return {}
     wanted = {f"{service}.events" for service in SERVICES}
-    return {q["name"]: q.get("leader", "?").removeprefix("rabbit@") for q in queues if q["name"] in wanted}
+    # No leader while one is being elected: the API says null.
+    return {
+        q["name"]: (q.get("leader") or "none").removeprefix("rabbit@") for q in queues if q["name"] in wanted
+    }
 
 
 def post_status() -> tuple[int, str, str]:
@@ -121,6 +124,7 @@ class ClusterFaults:
     def __init__(self, kinds: list[str], seed: int) -> None:
         self.kinds, self.rng = kinds, random.Random(seed + 1)
         self.injected = Counter()
+        self.failed = Counter()  # injections that raised: the run does not count as passed
         self.log: list[dict[str, Any]] = []
         self.stop = threading.Event()
 
@@ -219,10 +223,11 @@ class ClusterFaults:
             began = time.time()
             try:
                 entry = self.inject(kind)
-            except Exception as exc:  # noqa: BLE001 - a failed injection is reported, not fatal
-                entry = {"what": f"injection failed: {exc}"}
+                self.injected[kind] += 1
+            except Exception as exc:  # noqa: BLE001 - reported, and fails the run (main)
+                entry = {"what": f"injection failed: {exc!r}"}
+                self.failed[kind] += 1
             entry = {"kind": kind, "began": began, "ended": time.time(), **entry}
-            self.injected[kind] += 1
             self.log.append(entry)
             chaos.say(f"fault {kind}: {entry.get('host', '')} {entry['what']}")
 
@@ -306,6 +311,8 @@ def by_kind(log: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     answering)."""
     kinds: dict[str, dict[str, Any]] = {}
     for entry in log:
+        if entry["what"].startswith("injection failed"):
+            continue  # counted in faults_failed
         flight = entry.get("in_flight", {})
         kind = kinds.setdefault(
             entry["kind"], {"injected": 0, "in_flight": 0, "medians_s": [], "max_s": 0.0, "deadline": 0}
@@ -378,11 +385,17 @@ def main(argv: list[str]) -> int:
     report = chaos.run_report(
         run, args, placed, faults, quiet_seconds, audit_run.returncode, audit, not_terminal, duplicates
     )
-    report |= {"faults_by_kind": by_kind(faults.log), "sagas_without_fault": calm[0]}
+    report |= {
+        "faults_by_kind": by_kind(faults.log),
+        "faults_failed": dict(faults.failed),
+        "sagas_without_fault": calm[0],
+    }
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report, audit_run.stdout)
     print(f"report: {report_path}")
-    return 0 if chaos.passed(report) else 1
+    if faults.failed:
+        print(f"FAILED: faults that could not be injected: {dict(faults.failed)}")
+    return 0 if chaos.passed(report) and not faults.failed else 1
 
 
 def print_report(report: dict[str, Any], audit_text: str) -> None:

@@ -189,6 +189,7 @@ def test_a_short_cluster_chaos_run_loses_nothing(running_cluster: str) -> None:
     assert report_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(report_file.read_text())
     assert set(report["faults_injected"]) == CLUSTER_KINDS, report["faults_injected"]
+    assert report["faults_failed"] == {}, [e for e in report["fault_log"] if "failed" in e["what"]]
     assert report["violations"] == 0, report["violation_samples"]
     assert report["lost_events"] == {"orders_not_terminal": 0, "unroutable_messages": 0}
     assert report["outcomes_by_path"]["success"].get("COMPLETED", 0) > 0, report["outcomes_by_path"]
