@@ -25,6 +25,7 @@ var/cluster/ unless --purge).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -34,8 +35,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -347,6 +350,15 @@ def start_rabbits() -> None:
             return
         time.sleep(2)
     raise ClusterError(f"the RabbitMQ cluster has {running_nodes(RABBITS[0])} running, not all of {RABBITS}")
+
+
+def management(path: str) -> Any:
+    """GET ``/api/<path>`` of RabbitMQ's management API through the gateway, as the
+    development administrator saga/saga; the JSON it answers."""
+    request = urllib.request.Request(f"http://127.0.0.1:{MGMT}/api/{path}")  # noqa: S310 - our gateway
+    request.add_header("Authorization", "Basic " + base64.b64encode(b"saga:saga").decode())
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.load(response)
 
 
 def rebalance() -> None:

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,20 +89,13 @@ def running_cluster():
         assert again.returncode == 0, again.stderr
 
 
-def management(path: str):  # noqa: ANN201 - JSON
-    request = urllib.request.Request(f"http://127.0.0.1:15672/api/{path}")  # noqa: S310 - our gateway
-    request.add_header("Authorization", "Basic c2FnYTpzYWdh")  # saga:saga, the development administrator
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return json.load(response)
-
-
 def test_the_cluster_has_its_hosts_nodes_and_quorum_queues(running_cluster: str) -> None:
     for host in cluster.HOSTS:
         assert host in running_cluster  # printed, with its address
         assert cluster.address(host) in running_cluster
-    nodes = management("nodes")
+    nodes = cluster.management("nodes")
     assert sorted(n["name"] for n in nodes if n["running"]) == [f"rabbit@{h}" for h in cluster.RABBITS]
-    queues = {q["name"]: q for q in management("queues/saga")}
+    queues = {q["name"]: q for q in cluster.management("queues/saga")}
     for service in ("order", "payment", "inventory", "shipping"):
         assert queues[f"{service}.events"]["type"] == "quorum"
         assert queues[f"{service}.events"]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
