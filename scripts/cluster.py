@@ -611,6 +611,8 @@ def up() -> None:
         timeout=900,
     )
     run([stack, "install", "haproxy", "/usr/sbin/haproxy"], quiet=False, timeout=900)
+    if shutil.which("ip") is None:  # the hosts are made with ip netns and veth links
+        run([stack, "install", "iproute2", "/usr/bin/ip"], quiet=False, timeout=900)
     CLUSTER.mkdir(parents=True, exist_ok=True)
     RUNNING.write_text(json.dumps({"hosts": {h: address(h) for h in HOSTS}, "since": time.time()}) + "\n")
     say(f"network: bridge {BRIDGE} {SUBNET}.0/24, hosts {', '.join(HOSTS)}")

@@ -346,7 +346,7 @@ case "${1:-}" in
             deps
             "$PY" "$ROOT/scripts/wait_healthy.py" --timeout 60 "${PORTS[@]}" || die "the cluster is not healthy: make cluster-status"
         else
-            up >/dev/null
+            up
         fi ;;
     broker-users) broker_users ;;
     client)  # run a client of the platform (the audit, the demo) against what is running
