@@ -6,6 +6,8 @@ token, and the error responses every API operation may give (``ApiSchema``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
@@ -135,30 +137,47 @@ class ApiSchema(AutoSchema):
         return responses
 
 
+@dataclass(frozen=True)
+class KeyedResource:
+    """A resource read and created by its natural key, through the service's own layers."""
+
+    noun: str  # "Product": in the 404's message
+    key: str  # the lookup field: "sku"
+    select_all: Callable[[], Any]  # selector: the list's queryset
+    select_one: Callable[..., Any]  # selector: called with key=value, None when absent
+    create: Callable[..., Any]  # service: called with the validated fields, may raise AlreadyExists
+
+
 class KeyedResourceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """List, read one by its natural key, create through a service (409 if the key is taken).
 
-    A subclass names its ``serializer_class``, ``lookup_field`` and ``noun``, and
-    implements ``fetch`` (a selector) and ``create_with`` (a service).
+    A subclass names its ``serializer_class`` and its ``resource`` (a KeyedResource).
     """
 
+    resource: KeyedResource
     lookup_value_regex = r"[^/\x00]{1,64}"  # no key has a NUL (PostgreSQL text cannot hold one)
-    noun = "Resource"
     schema = ApiSchema()
     parser_classes = [JSONParser]
     extra_error_responses = {"create": (409,)}  # the key is taken
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.lookup_field = cls.resource.key  # what the router builds the detail URL from
+
+    def get_queryset(self) -> Any:
+        return self.resource.select_all()
+
     def fetch(self, key: str) -> Any:
-        raise NotImplementedError
+        return self.resource.select_one(**{self.resource.key: key})
 
     def create_with(self, data: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        return self.resource.create(**data)
 
     def retrieve(self, request: Any, **kwargs: str) -> Response:
         key = kwargs[self.lookup_field]
         found = self.fetch(key)
         if found is None:
-            raise exceptions.NotFound(f"{self.noun} {key} does not exist.")
+            raise exceptions.NotFound(f"{self.resource.noun} {key} does not exist.")
         return Response(self.get_serializer(found).data)
 
     def create(self, request: Any, *args: Any, **kwargs: Any) -> Response:

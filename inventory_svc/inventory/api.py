@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from common.web.api import MoneyField, StrictCharField, StrictIntegerField
-from common.web.views import KeyedResourceViewSet, RecordsOfOrdersViewSet
+from common.web.views import KeyedResource, KeyedResourceViewSet, RecordsOfOrdersViewSet
 from inventory_svc.inventory import selectors, services
 from inventory_svc.inventory.models import Product, Reservation
 
@@ -32,17 +32,9 @@ class ReservationSerializer(serializers.ModelSerializer):
 
 class ProductViewSet(KeyedResourceViewSet):
     serializer_class = ProductSerializer
-    lookup_field = "sku"
-    noun = "Product"
-
-    def get_queryset(self):
-        return selectors.product_list()
-
-    def fetch(self, key: str) -> Product | None:
-        return selectors.product_get(sku=key)
-
-    def create_with(self, data: dict[str, Any]) -> Product:
-        return services.product_create(**data)
+    resource = KeyedResource(
+        "Product", "sku", selectors.product_list, selectors.product_get, services.product_create
+    )
 
 
 class ReservationViewSet(RecordsOfOrdersViewSet):

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from common.web.api import MoneyField, StrictCharField
-from common.web.views import KeyedResourceViewSet, RecordsOfOrdersViewSet
+from common.web.views import KeyedResource, KeyedResourceViewSet, RecordsOfOrdersViewSet
 from payment_svc.payments import selectors, services
 from payment_svc.payments.models import Account, Payment
 
@@ -27,17 +27,9 @@ class PaymentSerializer(serializers.ModelSerializer):
 
 class AccountViewSet(KeyedResourceViewSet):
     serializer_class = AccountSerializer
-    lookup_field = "customer_id"
-    noun = "Account"
-
-    def get_queryset(self):
-        return selectors.account_list()
-
-    def fetch(self, key: str) -> Account | None:
-        return selectors.account_get(customer_id=key)
-
-    def create_with(self, data: dict[str, Any]) -> Account:
-        return services.account_create(**data)
+    resource = KeyedResource(
+        "Account", "customer_id", selectors.account_list, selectors.account_get, services.account_create
+    )
 
 
 class PaymentViewSet(RecordsOfOrdersViewSet):

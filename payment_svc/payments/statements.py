@@ -10,11 +10,13 @@ from payment_svc.payments.models import Account, Payment
 ACCOUNTS = Account._meta.db_table
 PAYMENTS = Payment._meta.db_table
 
+# Whether the order has a payment of a kind (parameters: order id, kind).
+PAID_SQL = f"EXISTS (SELECT 1 FROM {PAYMENTS} WHERE order_id = %s AND kind = %s)"
+
 # Before charging: charged before? cancelled? a known customer?
 charge_facts = Statement(
     "charge_facts",
-    f"SELECT EXISTS (SELECT 1 FROM {PAYMENTS} WHERE order_id = %s AND kind = %s), {CANCELLED_SQL},"
-    f" EXISTS (SELECT 1 FROM {ACCOUNTS} WHERE customer_id = %s)",
+    f"SELECT {PAID_SQL}, {CANCELLED_SQL}, EXISTS (SELECT 1 FROM {ACCOUNTS} WHERE customer_id = %s)",
     ("uuid", "text", "uuid", "text"),
 )
 
@@ -31,8 +33,7 @@ account_charge = Statement(
 # The order's charge, and whether it was refunded.
 charge_read = Statement(
     "charge_read",
-    f"SELECT customer_id, amount, EXISTS (SELECT 1 FROM {PAYMENTS} WHERE order_id = %s AND kind = %s)"
-    f" FROM {PAYMENTS} WHERE order_id = %s AND kind = %s",
+    f"SELECT customer_id, amount, {PAID_SQL} FROM {PAYMENTS} WHERE order_id = %s AND kind = %s",
     ("uuid", "text", "uuid", "text"),
 )
 
