@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from common.observability.logs import logging_config
 from common.services import DEFAULT_PORTS
+from common.services import port as service_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -128,6 +129,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
     debug = env_bool("SAGA_DEBUG", True)
     secret_key = env("SAGA_SECRET_KEY", DEV_SECRET_KEY)
     api_token = env("SAGA_API_TOKEN", DEV_API_TOKEN)
+    service_urls = {  # where an operator's browser reaches each service
+        name: env(f"SAGA_{name.upper()}_URL", f"http://127.0.0.1:{service_port(name)}")
+        for name in SERVICE_PORTS
+    }
     if not debug and (secret_key == DEV_SECRET_KEY or api_token == DEV_API_TOKEN):
         raise RuntimeError(
             "SAGA_DEBUG is off but SAGA_SECRET_KEY or SAGA_API_TOKEN still has its "
@@ -274,12 +279,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         },
         SAGA_API_TOKEN=api_token,
         # Where an operator's browser reaches each service (admin links across services).
-        SAGA_SERVICE_URLS={
-            name: env(
-                f"SAGA_{name.upper()}_URL", f"http://127.0.0.1:{env_int(f'SAGA_{name.upper()}_PORT', port)}"
-            )
-            for name, port in SERVICE_PORTS.items()
-        },
+        SAGA_SERVICE_URLS=service_urls,
+        # Where a service reaches another's API (the saga map asks each for its figures):
+        # SAGA_<SERVICE>_API_URL, else the browser's URL (the same on one machine).
+        SAGA_SERVICE_API_URLS={n: env(f"SAGA_{n.upper()}_API_URL", url) for n, url in service_urls.items()},
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
         # Quorum queues only: deliveries of one message from <service>.events before the
@@ -309,6 +312,10 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_PURGE_INTERVAL_SECONDS=env_float("SAGA_PURGE_INTERVAL_SECONDS", 600.0),
         SAGA_PURGE_BATCH=env_int("SAGA_PURGE_BATCH", 5000),
         SAGA_PURGE_TIME_BUDGET_SECONDS=env_float("SAGA_PURGE_TIME_BUDGET_SECONDS", 2.0),
+        # The saga map (common/messaging/flow.py): each relay rolls its service's figures up
+        # every SAGA_FLOW_SECONDS (0: off) and keeps SAGA_FLOW_RETENTION_HOURS of minutes.
+        SAGA_FLOW_SECONDS=env_float("SAGA_FLOW_SECONDS", 5.0),
+        SAGA_FLOW_RETENTION_HOURS=env_int("SAGA_FLOW_RETENTION_HOURS", 48),
         # An event body larger than this is parked unread (events are small: < 10 KiB).
         SAGA_MAX_EVENT_BYTES=env_int("SAGA_MAX_EVENT_BYTES", 256 * 1024),
         # Celery: the worker hosts our event consumer (a bootstep) and runs the

@@ -486,6 +486,8 @@ def app_environment(host: str) -> dict[str, str]:
         # Through the gateway the conf.Host is 127.0.0.1; asked directly, the host's own address.
         "SAGA_ALLOWED_HOSTS": f"127.0.0.1,localhost,{address(host)}",
         "SAGA_CLUSTER_HOST": host,
+        # The saga map asks every service for its figures: this host's own processes.
+        **{f"SAGA_{svc.upper()}_API_URL": f"http://{address(host)}:{p}" for svc, p in conf.SERVICES.items()},
     }
 
 

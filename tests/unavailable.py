@@ -36,6 +36,7 @@ UUID = "01a24c06-e207-7933-8832-1730ddd927c0"
 # schema; tests/cluster asks them through the cluster's gateway with PostgreSQL stopped).
 ENDPOINTS: dict[str, list[tuple[str, str, Any]]] = {
     "order": [
+        ("GET", "/api/flow/", None),
         ("GET", "/api/orders/", None),
         ("GET", f"/api/orders/{UUID}/", None),
         (
@@ -50,18 +51,20 @@ ENDPOINTS: dict[str, list[tuple[str, str, Any]]] = {
         ("POST", f"/api/orders/{UUID}/cancel/", {}),
     ],
     "payment": [
+        ("GET", "/api/flow/", None),
         ("GET", "/api/accounts/", None),
         ("GET", "/api/accounts/someone/", None),
         ("POST", "/api/accounts/", {"customer_id": "new", "balance": "1.00"}),
         ("GET", "/api/payments/", None),
     ],
     "inventory": [
+        ("GET", "/api/flow/", None),
         ("GET", "/api/products/", None),
         ("GET", "/api/products/a-sku/", None),
         ("POST", "/api/products/", {"sku": "new", "name": "n", "price": "1.00", "available": 1}),
         ("GET", "/api/reservations/", None),
     ],
-    "shipping": [("GET", "/api/shipments/", None)],
+    "shipping": [("GET", "/api/flow/", None), ("GET", "/api/shipments/", None)],
 }
 
 

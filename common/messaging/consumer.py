@@ -157,7 +157,7 @@ def _handle(envelope: Envelope, registration: Any, *, service: str, attempt: int
         _consuming(envelope, service) as span,
         transaction.atomic(),
     ):
-        if not inbox_claim(envelope):
+        if not inbox_claim(envelope, attempts=attempt):
             span.set_attribute("saga.duplicate", True)
             return Outcome(Disposition.DUPLICATE, "already handled", envelope)
         with handling(envelope):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -42,6 +43,10 @@ class InboxMessage(models.Model):
     saga_id = models.UUIDField(db_index=True)
     producer = models.CharField(max_length=32)
     received_at = models.DateTimeField(default=timezone.now)
+    # For the saga map's figures (common/messaging/flow.py): when the producer wrote the
+    # event (the lag is received_at - occurred_at) and how many retry tiers it went through.
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(db_default=0)
 
     class Meta:
         db_table = "messaging_inbox"
@@ -119,3 +124,45 @@ class CancelledSaga(models.Model):
 
     def __str__(self) -> str:
         return f"saga {self.saga_id} cancelled"
+
+
+class FlowMinute(models.Model):
+    """One minute of what this service did, rolled up from its own rows for the saga map.
+
+    ``kind`` "handled": the deliveries it handled from ``producer`` of the event type ``name``
+    (from the inbox), with their retries and a histogram of their lag, published to handled,
+    over the bounds of common/messaging/flow.py. Other kinds are registered by a service (the
+    Order service counts its orders by status). Written by the relay (common/messaging/flow.py).
+    """
+
+    minute = models.DateTimeField()
+    kind = models.CharField(max_length=16)
+    producer = models.CharField(max_length=32, blank=True, default="")
+    name = models.CharField(max_length=64)
+    count = models.BigIntegerField(default=0)
+    attempts = models.BigIntegerField(default=0)
+    lag_buckets = ArrayField(models.IntegerField(), null=True, blank=True)
+
+    class Meta:
+        db_table = "messaging_flow"
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "kind", "producer", "name"], name="flow_minute_key")
+        ]
+        indexes = [models.Index(fields=["kind", "minute"], name="flow_kind_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M} {self.kind} {self.producer}/{self.name}: {self.count}"
+
+
+class ProcessBeat(models.Model):
+    """A long-running process of this service saying it is alive (the relay, every few seconds)."""
+
+    name = models.CharField(max_length=128, primary_key=True, help_text="kind@host:pid")
+    kind = models.CharField(max_length=16)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "messaging_process_beat"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%H:%M:%S}"

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from common.messaging import faults
 from common.messaging.broker import BatchPublisher, outgoing
+from common.messaging.flow import FlowRollup
 from common.messaging.models import OutboxMessage
 from common.messaging.outbox import notify_channel
 from common.messaging.purge import PeriodicPurge
@@ -50,6 +51,7 @@ class Relay:
         # Housekeeping of this service's inbox and outbox (common/messaging/purge.py): the relay is the
         # one long-running loop per service with database access, so it runs it when idle.
         self._purge = PeriodicPurge.from_settings()
+        self._flow = FlowRollup()  # the saga map's figures and this relay's heartbeat
 
     def stop(self) -> None:
         self._stopping = True
@@ -184,6 +186,7 @@ class Relay:
                 if count >= self.batch:
                     continue
                 self._update_gauges()
+                self._flow.roll_if_due()  # logs its own failures, like the purge
                 self._purge.purge_if_due()  # logs its own failures: never stops publishing
                 self.publisher.keep_alive()  # it publishes rarely (the pushers do): heartbeats
             except Exception:  # noqa: BLE001 - the relay must outlive broker and DB outages

@@ -12,6 +12,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common.messaging.broker import broker_connection
+from common.web.views import FlowView
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -42,5 +43,6 @@ def service_urlpatterns(api_urls: str) -> list[Any]:
         path("admin/", admin.site.urls),
         path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
         path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+        path("api/flow/", FlowView.as_view(), name="flow"),
         path("api/", include(api_urls)),
     ]

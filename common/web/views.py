@@ -13,11 +13,13 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from common.errors import AlreadyExists
+from common.messaging import flow
 from common.web.api import Conflict, JSONParser, text_query_param, uuid_query_param
 
 
@@ -204,3 +206,33 @@ class RecordsOfOrdersViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> Any:
         filters = {name: text_query_param(self.request, name) for name in self.text_filters}
         return self.select(order_id=uuid_query_param(self.request, "order_id"), **filters)
+
+
+class FlowView(APIView):
+    """This service's part of the saga map (common/messaging/flow.py), for a window."""
+
+    schema = ApiSchema()
+
+    @extend_schema(
+        operation_id="flow_retrieve",
+        parameters=[
+            OpenApiParameter(
+                "window",
+                OpenApiTypes.STR,
+                enum=list(flow.WINDOWS),
+                description="The window of the figures (default 5m).",
+            )
+        ],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400)},
+        description=(
+            "Per edge (producer, event type) in the window: deliveries handled, retries, median "
+            "and p95 lag from publish to handling; parked messages; the outbox backlog; whether "
+            "the relay beats and what the broker says of the service's queues (consumers, ready "
+            "messages); and the service's handler registry (the choreography's source)."
+        ),
+    )
+    def get(self, request: Any) -> Response:
+        window = request.query_params.get("window", "5m")
+        if window not in flow.WINDOWS:
+            raise exceptions.ValidationError({"window": [f"one of {', '.join(flow.WINDOWS)}"]})
+        return Response(flow.report(window))

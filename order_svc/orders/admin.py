@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from common.admin import ReadOnlyAdmin, ReadOnlyInline
-from order_svc.orders import selectors
+from common.messaging import flow
+from order_svc.orders import sagamap, selectors
 from order_svc.orders.models import Order, OrderLine, StuckOrder
 
 admin.site.site_header = "Order service — sagas"
 admin.site.site_title = "Order service"
 admin.site.index_title = "Orders, their sagas, and what needs a person"
+admin.site.index_template = "orders/admin_index.html"  # the saga map above the models
+
+
+def _map_context(request: HttpRequest) -> dict[str, Any]:
+    window = request.GET.get("window", "5m")
+    if window not in flow.WINDOWS:
+        window = "5m"
+    built = sagamap.saga_map(window)
+    return {
+        "saga_map": built,
+        "svg": mark_safe(built.svg),  # noqa: S308 - Graphviz's output from our own labels (escaped by dot)
+        "boxes": list(built.boxes.values()),
+        "orders": sorted(built.orders.items()),
+        "since": flow.window_since(flow.WINDOWS[window]).isoformat(),
+        "window_label": sagamap.WINDOW_LABELS[window],
+        "windows": list(sagamap.WINDOW_LABELS.items()),
+    }
+
+
+def index_with_map(request: HttpRequest) -> HttpResponse:
+    """The admin's home, the saga map first."""
+    return admin.site.index(request, extra_context=_map_context(request))
+
+
+def saga_map_page(request: HttpRequest) -> HttpResponse:
+    """The saga map on its own page (refreshed every 10 s)."""
+    context = {**admin.site.each_context(request), "title": "Saga map", **_map_context(request)}
+    return TemplateResponse(request, "orders/saga_map.html", context)
 
 
 class OrderLineInline(ReadOnlyInline):
