@@ -20,6 +20,10 @@ RUN groupadd --system --gid 10001 saga \
 # psycopg2-binary needs no compiler).
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
+# Graphviz's dot lays out the saga map on the Order admin's home (order_svc/orders/sagamap.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends graphviz \
+    && rm -rf /var/lib/apt/lists/*
 
 # Only what the services run (.dockerignore also keeps a developer's .venv/, var/ and
 # .git/ out of the build context). The other deploy/ files are mounted by compose.yaml
@@ -32,6 +36,8 @@ COPY order_svc ./order_svc
 COPY payment_svc ./payment_svc
 COPY inventory_svc ./inventory_svc
 COPY shipping_svc ./shipping_svc
+# The operator tools: the choreography graph (./manage.py saga graph, the saga map) and the audit.
+COPY tools ./tools
 
 # Static files (admin, API docs) into var/static, served by WhiteNoise. Needs no
 # database or broker: settings only read the environment.

@@ -613,6 +613,7 @@ def up() -> None:
         timeout=900,
     )
     run([stack, "install", "haproxy", "/usr/sbin/haproxy"], quiet=False, timeout=900)
+    run([stack, "install", "graphviz", "/usr/bin/dot"], quiet=False, timeout=900)  # the saga map
     if shutil.which("ip") is None:  # the hosts are made with ip netns and veth links
         run([stack, "install", "iproute2", "/usr/bin/ip"], quiet=False, timeout=900)
     CLUSTER.mkdir(parents=True, exist_ok=True)

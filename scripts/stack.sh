@@ -273,6 +273,7 @@ up() {
     mkdir -p "$VAR/run" "$VAR/log"
     deps
     install_rabbitmq
+    install_package graphviz dot  # the saga map on the Order admin's home lays out with dot
     start_postgres
     setup_databases
     rabbitmq_files
@@ -288,7 +289,7 @@ up() {
     cat <<EOF
 
 The order saga platform is up ($((SECONDS - started))s).
-  Order      http://127.0.0.1:${PORTS[order]}/api/orders/     admin http://127.0.0.1:${PORTS[order]}/admin/
+  Order      http://127.0.0.1:${PORTS[order]}/api/orders/     admin http://127.0.0.1:${PORTS[order]}/admin/ (the saga map)
   Payment    http://127.0.0.1:${PORTS[payment]}/api/accounts/   admin http://127.0.0.1:${PORTS[payment]}/admin/
   Inventory  http://127.0.0.1:${PORTS[inventory]}/api/products/   admin http://127.0.0.1:${PORTS[inventory]}/admin/
   Shipping   http://127.0.0.1:${PORTS[shipping]}/api/shipments/  admin http://127.0.0.1:${PORTS[shipping]}/admin/

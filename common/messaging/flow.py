@@ -137,9 +137,9 @@ class FlowRollup:
             return False
         self._due = self._clock() + self.interval
         started = timezone.now()
-        since = self._since(started)
-        until = min(since + CATCH_UP, started)
         try:
+            since = self._since(started)
+            until = min(since + CATCH_UP, started)
             beat(RELAY_KIND)
             roll_up(since, until if until < started else None)
         except Exception:  # noqa: BLE001 - logged; the next pass recounts the same minutes

@@ -1,10 +1,12 @@
 """The Order service's own figures on the saga map: its orders by status, per minute of creation.
 
-A minute's counts change while its orders are open, so each pass of the roll-up
-(common/messaging/flow.py) recounts, besides the recent minutes, every minute that still
-has an open order or that the table still counts one in (it closed since). Each recount
-reads one minute of orders through the ``created_at`` index; the open orders are found
-through ``order_open_deadline``, a partial index that holds only them.
+A minute's counts change only while it holds open orders (terminal states are final). So
+each pass of the roll-up (common/messaging/flow.py) recounts the recent minutes (new
+orders) and the minutes whose open orders changed: their open orders are counted through
+``order_open_deadline`` (a partial index holding only the open orders, so this stays cheap
+with millions of closed ones) and compared with what the table holds; where the two
+differ, an order moved on and that minute is counted again, through the ``created_at``
+index. A minute whose open orders stay open (stuck sagas) costs nothing after its first count.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ _MINUTES = (
 _RECOUNT = (
     "INSERT INTO flow_recount"
     " SELECT generate_series(%(since)s, %(until)s - interval '1 minute', interval '1 minute')"
-    f" UNION SELECT date_trunc('minute', created_at) FROM {ORDERS} WHERE status = ANY(%(open)s)"
-    f" UNION SELECT minute FROM {FLOW} WHERE kind = %(kind)s AND name = ANY(%(open)s)"
+    " UNION SELECT minute FROM"
+    f" (SELECT date_trunc('minute', created_at) AS minute, status AS name, count(*) AS count FROM {ORDERS}"
+    "   WHERE status = ANY(%(open)s) GROUP BY 1, 2) AS open_now"
+    f" FULL JOIN (SELECT minute, name, count FROM {FLOW} WHERE kind = %(kind)s AND name = ANY(%(open)s))"
+    "   AS counted USING (minute, name)"
+    " WHERE open_now.count IS DISTINCT FROM counted.count"
     " ON CONFLICT DO NOTHING"
 )
 _FORGET = f"DELETE FROM {FLOW} f USING flow_recount r WHERE f.kind = %(kind)s AND f.minute = r.minute"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,12 +60,12 @@ def _ask(service: str, window: str) -> dict[str, Any]:
     return response.json()
 
 
-def ask_services(window: str, ask: Callable[[str, str], dict[str, Any]] = _ask) -> dict[str, dict[str, Any]]:
+def ask_services(window: str) -> dict[str, dict[str, Any]]:
     """Every service's report for ``window``; ``{"error": …}`` for one that did not answer."""
 
     def one(service: str) -> dict[str, Any]:
         try:
-            return ask(service, window)
+            return _ask(service, window)
         except Exception as exc:  # noqa: BLE001 - shown on the map
             log.warning("saga map: %s did not answer: %s", service, exc)
             return {"service": service, "error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -123,7 +122,7 @@ class Arrow:
 
     @property
     def key(self) -> str:
-        return f"{self.producer}-{self.event_type}-{self.consumer}"
+        return f"{self.producer}_{self.event_type}_{self.consumer}"
 
 
 @dataclass
@@ -247,7 +246,7 @@ def _arrow_label(arrow: Arrow) -> str:
 
 
 def _css_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+    return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")  # (dot would escape a "-")
 
 
 def to_svg(saga_map: SagaMap) -> str:
@@ -260,13 +259,13 @@ def to_svg(saga_map: SagaMap) -> str:
     )
     origins = sorted({a.producer for a in saga_map.arrows if a.origin})
     for number, label in enumerate(origins, 1):
-        dot.node(f"origin{number}", label, shape="plaintext", style="", id=f"origin-{number}", **ORIGIN)
+        dot.node(f"origin{number}", label, shape="plaintext", style="", id=f"origin_{number}", **ORIGIN)
     for box in saga_map.boxes.values():
         bad = bool(box.problems)
         dot.node(
             box.service,
             _box_label(box),
-            id=f"svc-{box.service}",
+            id=f"svc_{box.service}",
             fillcolor="#fde2e1" if bad else "#e8f1fb",
             color="#c0392b" if bad else "#2c6fad",
             penwidth="2.5" if bad else "1",
@@ -283,7 +282,7 @@ def to_svg(saga_map: SagaMap) -> str:
             tail,
             arrow.consumer,
             label=_arrow_label(arrow),
-            id=f"edge-{_css_id(arrow.key)}",
+            id=f"edge_{_css_id(arrow.key)}",
             style="dashed" if arrow.compensates else "solid",
             color=RED if bad else "#b9770e" if arrow.compensates else "#999999" if idle else "#2c3e50",
             fontcolor="#c0392b" if bad else "#333333",
