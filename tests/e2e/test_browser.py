@@ -1,5 +1,5 @@
-"""What an operator sees in a browser: the Order admin (list, search, saga timeline, stuck
-sagas) and Flower (workers, broker queues), driven by headless Debian chromium through
+"""What an operator sees in a browser: the Order admin (the saga map, list, search, saga
+timeline, stuck sagas) and Flower (workers, broker queues), driven by headless Debian chromium through
 Playwright. Full-page screenshots go to ``test-artifacts/screenshots/``.
 
 Playwright is only the driver here: its own browser download is not used, the browser is
@@ -20,7 +20,18 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from common.services import SERVICES
-from tests.support import COMPLETED_STEPS, ROOT, SHIPPING_FAILED_STEPS, Api, url
+from tests.support import (
+    COMPLETED_STEPS,
+    ROOT,
+    SHIPPING_FAILED_STEPS,
+    Api,
+    ctl,
+    manage,
+    parked,
+    poll,
+    publish,
+    url,
+)
 
 CHROMIUM = Path(os.environ.get("SAGA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -287,3 +298,136 @@ def test_flower_broker_lists_the_event_queues(page: Page) -> None:
         expect(table.locator("td", has_text=re.compile(rf"^{re.escape(queue)}$"))).to_have_count(
             1, timeout=5000
         )
+
+
+# -- the saga map ---------------------------------------------------------------------------
+# The arrows a completed and a shipping-failed saga take (producer_event_consumer).
+MAP_ARROWS_TAKEN = [
+    "order_OrderPlaced_inventory",
+    "inventory_InventoryReserved_order",
+    "inventory_InventoryReserved_payment",
+    "payment_PaymentCompleted_order",
+    "payment_PaymentCompleted_shipping",
+    "shipping_ShipmentScheduled_order",
+    "order_OrderCompleted_inventory",
+    "inventory_InventoryDeducted_order",
+    "shipping_ShipmentFailed_order",
+    "shipping_ShipmentFailed_inventory",
+    "shipping_ShipmentFailed_payment",
+    "inventory_InventoryReleased_order",
+    "payment_PaymentRefunded_order",
+]
+MAP_SECONDS = 30.0  # the relays roll their figures up every SAGA_FLOW_SECONDS (5 s)
+
+
+def map_until(page: Page, what: str, done: Any, *, timeout: float = MAP_SECONDS) -> None:
+    """Reload the Order admin's home until ``done(page)`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        goto(page, url("order", "/admin/?window=5m"))
+        if done(page):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the saga map did not show {what} within {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+def classes(page: Page, selector: str) -> set[str]:
+    return set((page.locator(selector).get_attribute("class") or "").split())
+
+
+def test_the_saga_map_shows_every_arrow_the_sagas_took(
+    admin: Page, orders: dict[str, dict[str, Any]]
+) -> None:
+    page = admin
+    map_until(
+        page,
+        "figures on every arrow the two sagas took",
+        lambda p: all("idle" not in classes(p, f"g#edge_{arrow}") for arrow in MAP_ARROWS_TAKEN),
+    )
+    for arrow in MAP_ARROWS_TAKEN:
+        expect(page.locator(f"g#edge_{arrow}")).to_contain_text(re.compile(r"[1-9]\d* handled"))
+    for service in SERVICES:
+        expect(page.locator(f"g#svc_{service}")).to_be_visible()
+        expect(page.locator(f"#person-{service} td.workers")).to_contain_text("consuming")
+        expect(page.locator(f"#person-{service} td.relay")).to_have_text("up")
+    # The map names the choreography in the page itself (an inline SVG, not a picture).
+    expect(page.locator(".saga-map-graph svg text", has_text="OrderCancelled").first).to_be_visible()
+    expect(page.locator("g.compensation").first).to_be_attached()
+    expect(page.locator("#orders-by-status")).to_contain_text(re.compile(r"COMPLETED [1-9]"))
+    page.click("#orders-by-status a:has-text('COMPLETED')")
+    expect(page.locator("#result_list")).to_contain_text(orders["completed"]["id"])
+
+
+def test_a_message_parked_in_payment_stands_out_and_links_to_the_list(
+    admin: Page, orders: dict[str, dict[str, Any]]
+) -> None:
+    from common.messaging.envelope import Envelope
+
+    page, marker = admin, f"map-{uuid.uuid4().hex[:8]}"
+    unsigned = Envelope(  # no signature: payment parks it (untrusted) without handling it
+        event_type="InventoryReserved",
+        saga_id=str(uuid.uuid4()),
+        producer="inventory",
+        payload={"customer_id": marker, "total": "1.00", "lines": []},
+    )
+    publish("payment.events", unsigned.to_json(), exchange="")
+    found = poll(
+        lambda: parked("payment", unsigned.saga_id),
+        lambda rows: len(rows) == 1,
+        timeout=15,
+        what="the unsigned event in payment's parking lot",
+    )
+    try:
+        map_until(
+            page,
+            "payment's box and its InventoryReserved arrow marked",
+            lambda p: (
+                "problem" in classes(p, "g#svc_payment")
+                and "problem" in classes(p, "g#edge_inventory_InventoryReserved_payment")
+            ),
+        )
+        expect(page.locator("#person-payment")).to_have_class(re.compile("problem"))
+        expect(page.locator("g#edge_inventory_InventoryReserved_payment")).to_contain_text(
+            re.compile(r"[1-9]\d* parked")
+        )
+        screenshot(page, "saga-map.png")
+        page.set_viewport_size({"width": 1400, "height": 1400})
+        page.locator("#saga-map").screenshot(path=str(ROOT / "docs" / "saga-map.png"))
+        page.click("#person-payment td.parked a")  # to the payment service's admin: its own login
+        page.fill("#id_username", ADMIN_USER)
+        page.fill("#id_password", ADMIN_PASSWORD)
+        page.click("input[type=submit]")
+        expect(page).to_have_url(re.compile(r":\d+/admin/messaging/parkedmessage/\?status__exact=PARKED"))
+        expect(page.locator("#result_list")).to_contain_text("InventoryReserved")
+    finally:
+        manage("payment", "parked", "discard", str(found[0]["id"]), "--operator", "e2e-map", "--note", marker)
+
+
+def test_a_stopped_worker_shows_as_down_with_its_backlog(admin: Page) -> None:
+    page, api = admin, Api()
+    ctl("stop", "payment-worker:*")
+    try:
+        stopped = time.monotonic()
+        map_until(
+            page,
+            "payment's workers down",
+            lambda p: "down" in p.locator("#person-payment td.workers").inner_text(),
+        )
+        down_after = time.monotonic() - stopped
+        assert down_after < 10, f"payment shown down only after {down_after:.1f}s"
+        expect(page.locator("g#svc_payment")).to_have_class(re.compile("problem"))
+        order = api.place(api.account(balance="10.00"), [(api.product(price="1.00", available=5), 1)])
+        map_until(
+            page,
+            "the event waiting in payment's queue",
+            lambda p: p.locator("#person-payment td.backlog").inner_text().strip() not in ("0", "?"),
+        )
+    finally:
+        ctl("start", "payment-worker:*")
+    assert api.wait_terminal(order["id"])["status"] == "COMPLETED"
+    map_until(
+        page,
+        "payment's workers back",
+        lambda p: "consuming" in p.locator("#person-payment td.workers").inner_text(),
+    )
