@@ -5,7 +5,7 @@ PY := .venv/bin/python
 
 CLUSTER := $(PY) scripts/cluster.py
 
-.PHONY: up down restart demo chaos bench test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e \
+.PHONY: up down restart demo chaos bench bench-map test ctl lint fmt deps rabbitmqctl audit test-unit test-integration test-e2e \
 	cluster cluster-down cluster-status cluster-ctl cluster-rabbitmqctl cluster-chaos
 
 up:            ## install what is missing, start everything, wait for health
@@ -31,6 +31,9 @@ chaos: up      ## load + faults, then the audit: make chaos DURATION=900 RATE=4 
 BENCH_ARGS := --scale 1,2,4 --cores auto --ab SAGA_BATCH_MAX=1 --rounds 4
 bench: up      ## throughput and latency against the raw ceilings, on 1, 2 … cores, group commit A/B (≈25 min): make bench ARGS="--smoke"
 	@$(PY) scripts/bench.py $(or $(ARGS),$(BENCH_ARGS))
+
+bench-map: up  ## how long the saga map takes with 1 000 000 orders (a scratch database; ≈ 2 min): ARGS="--orders 100000"
+	@$(PY) scripts/bench_map.py $(ARGS)
 
 ctl:           ## supervisorctl for this stack: make ctl ARGS="restart order-worker"
 	@$(STACK) ctl $(or $(ARGS),status)

@@ -57,6 +57,17 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
+def api_urls(pairs: list[str]) -> dict[str, str]:
+    """``["order=http://…", …]`` → ``{"order": "http://…"}`` (an unknown service is an error)."""
+    found = {}
+    for pair in pairs:
+        name, _, url = pair.partition("=")
+        if name.strip() not in SERVICE_PORTS or not url.strip():
+            raise RuntimeError(f"SAGA_SERVICE_API_URLS: {pair!r} is not <service>=<url>")
+        found[name.strip()] = url.strip().rstrip("/")
+    return found
+
+
 def dev_amqp_password(service: str) -> str:
     return f"saga_{service}"  # documented development default, refused without DEBUG
 
@@ -281,8 +292,8 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # Where an operator's browser reaches each service (admin links across services).
         SAGA_SERVICE_URLS=service_urls,
         # Where a service reaches another's API (the saga map asks each for its figures):
-        # SAGA_<SERVICE>_API_URL, else the browser's URL (the same on one machine).
-        SAGA_SERVICE_API_URLS={n: env(f"SAGA_{n.upper()}_API_URL", url) for n, url in service_urls.items()},
+        # SAGA_SERVICE_API_URLS="order=http://order-web:8001,payment=…", else the browser's URL.
+        SAGA_SERVICE_API_URLS=service_urls | api_urls(env_list("SAGA_SERVICE_API_URLS", "")),
         SAGA_HANDLERS=f"{domain_app}.handlers.registry",
         SAGA_QUEUE_TYPE=env("SAGA_QUEUE_TYPE", "classic"),
         # Quorum queues only: deliveries of one message from <service>.events before the

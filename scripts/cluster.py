@@ -487,7 +487,9 @@ def app_environment(host: str) -> dict[str, str]:
         "SAGA_ALLOWED_HOSTS": f"127.0.0.1,localhost,{address(host)}",
         "SAGA_CLUSTER_HOST": host,
         # The saga map asks every service for its figures: this host's own processes.
-        **{f"SAGA_{svc.upper()}_API_URL": f"http://{address(host)}:{p}" for svc, p in conf.SERVICES.items()},
+        "SAGA_SERVICE_API_URLS": ",".join(
+            f"{svc}=http://{address(host)}:{p}" for svc, p in conf.SERVICES.items()
+        ),
     }
 
 

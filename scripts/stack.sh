@@ -273,7 +273,7 @@ up() {
     mkdir -p "$VAR/run" "$VAR/log"
     deps
     install_rabbitmq
-    install_package graphviz dot  # the saga map on the Order admin's home lays out with dot
+    install_package graphviz /usr/bin/dot  # the saga map on the Order admin's home lays out with dot
     start_postgres
     setup_databases
     rabbitmq_files

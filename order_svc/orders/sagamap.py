@@ -70,8 +70,12 @@ def ask_services(window: str) -> dict[str, dict[str, Any]]:
             log.warning("saga map: %s did not answer: %s", service, exc)
             return {"service": service, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
-    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
-        return dict(zip(SERVICES, pool.map(one, SERVICES), strict=True))
+    others = [s for s in SERVICES if s != settings.SERVICE_NAME]
+    with ThreadPoolExecutor(max_workers=len(others)) as pool:
+        asked = pool.map(one, others)  # over HTTP, meanwhile this thread (and its connection)
+        own = one(settings.SERVICE_NAME)  # reads this service's own report
+        reports = {settings.SERVICE_NAME: own, **dict(zip(others, asked, strict=True))}
+    return {service: reports[service] for service in SERVICES}
 
 
 def _registry(service: str, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -185,11 +189,7 @@ def build(window: str, reports: dict[str, dict[str, Any]]) -> SagaMap:
     registries = [r for r in (_registry(s, reports[s]) for s in SERVICES) if r is not None]
     graph = build_graph(registries) if registries else None
     arrows: list[Arrow] = []
-    placed = sum(reports["order"].get("counts", {}).get("orders", {}).values())
     if graph is not None:
-        for origin in sorted(graph.origins, key=lambda o: (o.by, o.event_type)):
-            figures = {"delivered": placed} if origin.event_type == "OrderPlaced" else None
-            arrows.append(Arrow(origin.by, origin.event_type, origin.service, None, figures, origin=True))
         for edge in graph.edges:
             consumer = reports[edge.consumer]
             figures = next(
@@ -204,6 +204,18 @@ def build(window: str, reports: dict[str, dict[str, Any]]) -> SagaMap:
             arrow = Arrow(edge.producer, edge.event_type, edge.consumer, edge.compensates, figures, parked)
             arrow.problems = _arrow_problems(arrow)
             arrows.append(arrow)
+        # An originated event (an order placed, cancelled): as often as its consumers got it.
+        for origin in sorted(graph.origins, key=lambda o: (o.by, o.event_type), reverse=True):
+            delivered = max(
+                (
+                    (a.figures or {}).get("delivered", 0)
+                    for a in arrows
+                    if a.producer == origin.service and a.event_type == origin.event_type
+                ),
+                default=0,
+            )
+            figures = {"delivered": delivered} if delivered else None
+            arrows.insert(0, Arrow(origin.by, origin.event_type, origin.service, None, figures, origin=True))
     counted = reports["order"].get("counts", {}).get("orders", {})
     orders = {status.value: 0 for status in OrderStatus} | counted
     return SagaMap(window, boxes, arrows, orders, stuck=-1, graph=graph)

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
+from common.services import SERVICES
 from scripts import cluster
-from scripts.client import Api
-from tests.support import ROOT
+from scripts.client import PORTS, Api
+from tests.support import ROOT, poll
 from tests.unavailable import ENDPOINTS
 
 CLUSTER_KINDS = {"broker-kill", "broker-partition", "app-cut", "app-kill", "postgres"}
@@ -137,6 +139,38 @@ def test_make_demo_and_make_audit_work_against_the_cluster(running_cluster: str)
     audit = make("audit", timeout=300)
     assert audit.returncode == 0
     assert "OK: no violation" in audit.stdout
+
+
+def test_the_saga_map_draws_every_service_through_the_gateway(running_cluster: str) -> None:
+    """Each service's /api/flow/ sees workers on both app hosts; the Order admin's home asks
+    the four from an app host (SAGA_SERVICE_API_URLS) and draws the demo's arrows."""
+    api = Api()
+    for service in SERVICES:
+        report = poll(
+            lambda s=service: api.get(s, "/api/flow/?window=1h", timeout=15).json(),
+            lambda r: r["relay"]["alive"] and r["queues"]["events"]["consumers"] >= 2,
+            timeout=60,
+            what=f"{service}'s relay beating and a worker on each app host",
+        )
+        assert report["registry"]["service"] == service
+    session = requests.Session()
+    login = f"http://127.0.0.1:{PORTS['order']}/admin/login/?next=/admin/"
+    session.get(login, timeout=15)
+    session.post(
+        login,
+        data={"username": "admin", "password": "admin", "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": login},
+        timeout=15,
+    )
+    page = poll(
+        lambda: session.get(f"http://127.0.0.1:{PORTS['order']}/admin/?window=1h", timeout=30).text,
+        lambda text: 'id="edge_order_OrderPlaced_inventory" class="edge arrow"' in text,
+        timeout=60,
+        what="the demo's OrderPlaced on the map",
+    )
+    assert "does not answer" not in page
+    for service in SERVICES:
+        assert f'id="svc_{service}"' in page
 
 
 def test_every_endpoint_answers_503_while_the_clusters_database_is_stopped(running_cluster: str) -> None:

@@ -8,6 +8,7 @@ Playwright is only the driver here: its own browser download is not used, the br
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -355,6 +356,13 @@ def test_the_saga_map_shows_every_arrow_the_sagas_took(
     expect(page.locator(".saga-map-graph svg text", has_text="OrderCancelled").first).to_be_visible()
     expect(page.locator("g.compensation").first).to_be_attached()
     expect(page.locator("#orders-by-status")).to_contain_text(re.compile(r"COMPLETED [1-9]"))
+    # The figures that need a person are the command line's.
+    stuck = manage("order", "saga", "stuck").strip()
+    stuck_count = 0 if stuck == "no stuck sagas" else len(stuck.splitlines())
+    expect(page.locator("#stuck-link")).to_contain_text(f"past their deadline) {stuck_count}")
+    for service in SERVICES:
+        waiting = len(json.loads(manage(service, "parked", "list", "--json")))
+        expect(page.locator(f"#person-{service} td.parked")).to_have_text(str(waiting))
     page.click("#orders-by-status a:has-text('COMPLETED')")
     expect(page.locator("#result_list")).to_contain_text(orders["completed"]["id"])
 

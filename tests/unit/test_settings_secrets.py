@@ -76,3 +76,16 @@ def test_an_explicit_broker_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "amqp://u:p@rabbitmq-1:5672/saga;amqp://u:p@rabbitmq-2:5672/saga"
     settings = configured(monkeypatch, SAGA_DEBUG="0", SAGA_BROKER_URL=url, **STRONG)
     assert settings["SAGA_BROKER_URL"] == url
+
+
+def test_service_api_urls_are_named_pairs_and_a_typo_is_refused():
+    from common.settings import api_urls
+
+    assert api_urls(["payment=http://payment-web:8002/", " order = http://o:1"]) == {
+        "payment": "http://payment-web:8002",
+        "order": "http://o:1",
+    }
+    with pytest.raises(RuntimeError, match="paymnet"):
+        api_urls(["paymnet=http://x"])
+    with pytest.raises(RuntimeError, match="not <service>=<url>"):
+        api_urls(["order"])
