@@ -401,7 +401,8 @@ def test_a_message_parked_in_payment_stands_out_and_links_to_the_list(
         )
         screenshot(page, "saga-map.png")
         page.set_viewport_size({"width": 1400, "height": 1400})
-        page.locator("#saga-map").screenshot(path=str(ROOT / "docs" / "saga-map.png"))
+        # docs/saga-map.png is this picture, taken by this test
+        page.locator("#saga-map").screenshot(path=str(SCREENSHOTS / "saga-map-panel.png"))
         page.click("#person-payment td.parked a")  # to the payment service's admin: its own login
         page.fill("#id_username", ADMIN_USER)
         page.fill("#id_password", ADMIN_PASSWORD)
