@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -155,10 +156,11 @@ def test_the_saga_map_draws_every_service_through_the_gateway(running_cluster: s
         assert report["registry"]["service"] == service
     session = requests.Session()
     login = f"http://127.0.0.1:{PORTS['order']}/admin/login/?next=/admin/"
-    session.get(login, timeout=15)
+    form = session.get(login, timeout=15).text  # (each service has its own CSRF cookie name)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
     session.post(
         login,
-        data={"username": "admin", "password": "admin", "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        data={"username": "admin", "password": "admin", "csrfmiddlewaretoken": token},
         headers={"Referer": login},
         timeout=15,
     )
