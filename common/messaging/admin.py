@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from common.admin import ReadOnlyAdmin
 from common.messaging.models import InboxMessage, OutboxMessage, ParkedAction, ParkedMessage
+from common.messaging.outbox import outbox_backlog
 from common.messaging.parking import parked_discard, parked_replay
 
 
@@ -13,13 +13,11 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     search_fields = ("event_id", "saga_id")
 
     def changelist_view(self, request, extra_context=None):
-        pending = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id")
-        oldest = pending.first()
+        backlog = outbox_backlog()
         extra_context = extra_context or {}
-        age = (timezone.now() - oldest.created_at).total_seconds() if oldest else 0
         extra_context["title"] = (
-            f"Outbox — {pending.count()} unpublished, oldest {age:.1f}s old"
-            if oldest
+            f"Outbox — {backlog.unpublished} unpublished, oldest {backlog.oldest_seconds:.1f}s old"
+            if backlog.unpublished
             else "Outbox — everything published"
         )
         return super().changelist_view(request, extra_context)

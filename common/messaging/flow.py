@@ -30,16 +30,18 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from common.messaging.broker import broker_connection, registry, topology
-from common.messaging.models import FlowMinute, InboxMessage, OutboxMessage, ParkedMessage, ProcessBeat
+from common.messaging.models import FlowMinute, InboxMessage, ParkedMessage, ParkedStatus, ProcessBeat
+from common.messaging.outbox import outbox_backlog
 
 log = logging.getLogger("saga.flow")
 
@@ -235,25 +237,14 @@ def _counts(cursor: Any, since: datetime) -> dict[str, dict[str, int]]:
 
 def _parked(since: datetime) -> dict[str, Any]:
     """Parked in the window (any status since), and open now (PARKED: waiting for a person)."""
-    recent: dict[str, int] = {}
-    open_now: dict[str, int] = {}
-    rows = ParkedMessage.objects.filter(status="PARKED") | ParkedMessage.objects.filter(parked_at__gte=since)
-    for event_type, status, parked_at in rows.values_list("event_type", "status", "parked_at").iterator():
-        name = event_type or "(unreadable)"
-        if parked_at >= since:
-            recent[name] = recent.get(name, 0) + 1
-        if status == "PARKED":
-            open_now[name] = open_now.get(name, 0) + 1
+
+    def by_type(rows: Any) -> dict[str, int]:
+        counted = rows.order_by().values_list("event_type").annotate(n=Count("id"))
+        return {event_type or "(unreadable)": n for event_type, n in counted}
+
+    open_now = by_type(ParkedMessage.objects.filter(status=ParkedStatus.PARKED))
+    recent = by_type(ParkedMessage.objects.filter(parked_at__gte=since))
     return {"in_window": recent, "open": open_now, "open_total": sum(open_now.values())}
-
-
-def _outbox() -> dict[str, Any]:
-    pending = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id")
-    oldest = pending.values_list("created_at", flat=True).first()
-    return {
-        "unpublished": pending.count(),
-        "oldest_seconds": round((timezone.now() - oldest).total_seconds(), 3) if oldest else None,
-    }
 
 
 def _relay() -> dict[str, Any]:
@@ -305,7 +296,7 @@ def report(window: str) -> dict[str, Any]:
         "edges": edges,
         "counts": counts,
         "parked": _parked(since),
-        "outbox": _outbox(),
+        "outbox": asdict(outbox_backlog()),
         "relay": _relay(),
         "queues": queues,
         "workers_alive": bool(events.get("consumers")),

@@ -11,10 +11,12 @@ deliveries are written with one INSERT just before the commit (common/messaging/
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from common.messaging.contracts import allowed_producers, latest_version, validate_envelope
 from common.messaging.direct import publish_after_commit
@@ -100,3 +102,18 @@ _INSERT_AND_NOTIFY = Statement(
     f"WITH written AS ({_INSERT_SQL}) SELECT pg_notify(%s, '') FROM written LIMIT 1",
     (*_TYPES, "text"),
 )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unpublished: int
+    oldest_seconds: float | None  # age of the oldest unpublished row; None when all are out
+
+
+def outbox_backlog() -> Backlog:
+    """What the relay has still to publish (two reads of the partial index on unpublished
+    rows): for the relay's gauges, the outbox admin's title and the saga map."""
+    pending = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id")
+    oldest = pending.values_list("created_at", flat=True).first()
+    age = (timezone.now() - oldest).total_seconds() if oldest else None
+    return Backlog(pending.count() if oldest else 0, age)

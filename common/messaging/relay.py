@@ -19,13 +19,12 @@ import time
 import psycopg2
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from common.messaging import faults
 from common.messaging.broker import BatchPublisher, outgoing
 from common.messaging.flow import FlowRollup
 from common.messaging.models import OutboxMessage
-from common.messaging.outbox import notify_channel
+from common.messaging.outbox import notify_channel, outbox_backlog
 from common.messaging.purge import PeriodicPurge
 from common.messaging.topology import declare_shared
 from common.observability import metrics
@@ -163,11 +162,9 @@ class Relay:
         if time.monotonic() - self._gauges_at < GAUGE_SECONDS:
             return
         self._gauges_at = time.monotonic()
-        pending = OutboxMessage.objects.filter(published_at__isnull=True).order_by("id")
-        oldest = pending.values_list("created_at", flat=True).first()
-        metrics.OUTBOX_BACKLOG.labels(self.service).set(pending.count())
-        age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(age)
+        backlog = outbox_backlog()
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(backlog.unpublished)
+        metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(backlog.oldest_seconds or 0.0)
 
     def run_forever(self) -> None:
         log.info(
