@@ -316,6 +316,8 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         # The hot paths' SQL is prepared once per connection (common/messaging/statements.py); off for
         # a pooler that does not keep sessions (PgBouncer in transaction mode).
         SAGA_DB_PREPARE=env_bool("SAGA_DB_PREPARE", True),
+        # The order POST answered in front of Django when it is plainly valid (common/web/wsgi.py).
+        SAGA_LEAN_ROUTES=env_bool("SAGA_LEAN_ROUTES", True),
         # Housekeeping (common/messaging/purge.py, run by each relay): an inbox row is kept
         # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
         SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),

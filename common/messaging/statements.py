@@ -23,6 +23,7 @@ again under a new name the next time.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ _PLACEHOLDER = re.compile(r"(?<!%)%s")
 # (26000), cached plan must not change result type (0A000).
 _STALE = {"26000", "0A000"}
 _generation = itertools.count(1)
+_SQL_LOG = logging.getLogger("django.db.backends")  # where Django logs each query at DEBUG
 
 
 @dataclass
@@ -93,10 +95,26 @@ class Statement:
         return self._execute[1]
 
     def execute(self, cursor: Any, params: Sequence[Any] = ()) -> Any:
-        """Run the statement on ``cursor`` (a cursor of ``django.db.connection``)."""
+        """Run the statement on ``cursor`` (a cursor of ``django.db.connection``).
+
+        Straight on the driver's cursor, inside Django's error translation and its check
+        for a transaction already broken — the two things Django's cursor wrapper does
+        that matter here. Not through its execute wrappers or its query log: per
+        statement those cost as much client CPU as the driver's own execute (py-spy under
+        ``make bench``; docs/performance.md). When something listens — an
+        ``execute_wrapper`` installed, or the ``django.db.backends`` logger at DEBUG — the
+        statement goes through Django's wrapper as any query does. (With ``DEBUG`` on,
+        ``connection.queries`` does not list these statements.)
+        """
         sql = self.execute_sql()
+        db = cursor.db
         try:
-            cursor.execute(sql, list(params))
+            if db.execute_wrappers or _SQL_LOG.isEnabledFor(logging.DEBUG):
+                cursor.execute(sql, list(params))
+            else:
+                db.validate_no_broken_transaction()
+                with db.wrap_database_errors:
+                    cursor.cursor.execute(sql, list(params))
         except DatabaseError as exc:
             if getattr(exc.__cause__, "pgcode", None) in _STALE:
                 self._suffix = next(_generation)  # prepared afresh, under a new name, next time

@@ -10,12 +10,21 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.web.api import Conflict, JSONParser, StrictCharField, StrictIntegerField, text_query_param
+from common.web.api import (
+    Conflict,
+    JSONParser,
+    StrictCharField,
+    StrictIntegerField,
+    bearer_token_ok,
+    text_query_param,
+)
 from common.web.fastpath import plain_input, representer
 from common.web.views import TEXT_PARAMETER, ApiSchema
+from common.web.wsgi import Answer, LeanRequest
 from order_svc.orders import selectors, services
 from order_svc.orders.models import Order, OrderStatus
 
@@ -182,18 +191,10 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             incoming.is_valid(raise_exception=True)
             data = incoming.validated_data
         try:
-            order, created = services.order_place(
-                customer_id=data["customer_id"],
-                items=[dict(item) for item in data["items"]],
-                shipping_address=dict(data["shipping_address"]),
-                idempotency_key=key,
-                fingerprint=fingerprint(data) if key else "",
-            )
+            code, body = _place(data, key)
         except services.IdempotencyConflict as exc:
             raise Conflict(str(exc)) from exc
-        if not created:  # a replay: the order as it is now
-            order = selectors.order_get(order_id=str(order.id))
-        return Response(order_out(order), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(body, status=code)
 
     @extend_schema(request=CancelInSerializer, responses={202: OrderOutSerializer})
     @action(detail=True, methods=["post"])
@@ -210,6 +211,49 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         except services.OrderNotCancellable as exc:
             raise Conflict(str(exc)) from exc
         return Response(order_out(selectors.order_get(order_id=order_id)), status=status.HTTP_202_ACCEPTED)
+
+
+def _place(data: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
+    """Place a checked order: (201, the order) or, replaying an Idempotency-Key, (200, the
+    order as it is now). IdempotencyConflict if the key came with another body."""
+    order, created = services.order_place(
+        customer_id=data["customer_id"],
+        items=[dict(item) for item in data["items"]],
+        shipping_address=dict(data["shipping_address"]),
+        idempotency_key=key,
+        fingerprint=fingerprint(data) if key else "",
+    )
+    if not created:  # a replay: the order as it is now
+        return status.HTTP_200_OK, order_out(selectors.order_get(order_id=str(order.id)))
+    return status.HTTP_201_CREATED, order_out(order)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: DRF's strict parser refuses them
+
+
+_render = JSONRenderer().render
+
+
+def place_lean(request: LeanRequest) -> Answer:
+    """``POST /api/orders/`` in front of Django (common/web/wsgi.py), for the common case
+    only: the API token, an Idempotency-Key of a valid length or none, and a body that
+    ``order_in`` finds plainly valid. Anything else, and a key reused with another body,
+    returns None: the request goes on to ``OrderViewSet.create``, which words the error."""
+    key = request.header("Idempotency-Key")
+    if not bearer_token_ok(request.header("Authorization")) or (key is not None and not 1 <= len(key) <= 255):
+        return None
+    try:
+        data = order_in(json.loads(request.body.decode(), parse_constant=_no_constants))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+        return None
+    if data is None:
+        return None
+    try:
+        code, body = _place(data, key)
+    except services.IdempotencyConflict:
+        return None
+    return code, _render(body)
 
 
 def _uuid_or_404(value: str | None) -> str:

@@ -1,0 +1,193 @@
+"""A lean path in front of Django for a service's hottest request, and Django for the rest.
+
+The order POST starts every saga, and under load most of the web process's CPU went to
+what that one request does not need: eleven middlewares (sessions, CSRF, messages,
+authentication for the admin, static files …), URL resolving, DRF's negotiation, request
+and response objects (py-spy, `make bench`; docs/performance.md). ``LeanRoutes`` answers
+chosen ``(method, path)`` pairs with a plain function and gives every other request to
+Django unchanged.
+
+A lean handler answers only what it is sure of; for anything else it returns None and the
+request goes to Django as if the lean path did not exist (its body is handed on intact),
+which then words every error (401, 400, 406, 409, 413 …) as it always has. So a handler
+takes the common case — a plainly valid body, the right token — and nothing else. Around
+it this module keeps what the middlewares would have done for that request:
+
+- Django's ``request_started``/``request_finished`` signals (the database connection's
+  age and health checks, and with DEBUG the query log, as for any request);
+- the security headers Django's middlewares add to every API answer;
+- django-prometheus' request and response metrics, labelled as its middleware labels them;
+- a database that is away answers the same 503 with ``Retry-After``
+  (common.web.api.unavailable), and an unexpected error a JSON 500 logged as Django logs it.
+
+When traces are exported the lean path steps aside: the Django instrumentation starts an
+order's trace at its request. ``SAGA_LEAN_ROUTES=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.db import InterfaceError, OperationalError
+from django.urls import reverse
+from django_prometheus.middleware import Metrics
+
+from common.observability.tracing import tracing_enabled
+from common.web.api import handler500, unavailable
+
+log = logging.getLogger("django.request")  # where Django logs an unhandled error
+
+# What a lean handler answers: (status, body) with a JSON body; None: "Django, please".
+Answer = tuple[int, bytes] | None
+Handler = Callable[["LeanRequest"], Answer]
+
+REASONS = {200: "OK", 201: "Created", 500: "Internal Server Error", 503: "Service Unavailable"}
+# What SecurityMiddleware and XFrameOptionsMiddleware add to an API answer with our settings
+# (tests/order/test_lean_post.py holds the two paths' headers equal).
+SECURITY_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+JSON_TYPES = frozenset(
+    {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
+)
+ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+
+
+@dataclass(frozen=True)
+class LeanRequest:
+    """What a lean handler may read: the WSGI environ and the body, already read."""
+
+    environ: dict[str, Any]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """A request header by its HTTP name (``Idempotency-Key``), or None."""
+        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+
+@dataclass(frozen=True)
+class LeanRoute:
+    method: str
+    url_name: str  # the Django URL it stands in for: its path, and the metrics' view label
+    handler: Handler
+    allow: str  # the Allow header Django's view answers with
+
+
+class _RouteMetrics:
+    """django-prometheus' middleware metrics for one view and method, children bound once."""
+
+    def __init__(self, view: str, method: str) -> None:
+        m = Metrics.get_instance()
+        self.before_requests, self.before_responses = m.requests_total, m.responses_total
+        self.latency_with_middlewares = m.requests_latency_before
+        self.by_method = m.requests_by_method.labels(method=method)
+        self.by_transport = m.requests_by_transport.labels(transport="http")
+        self.by_view = m.requests_by_view_transport_method.labels(view=view, transport="http", method=method)
+        self.body_in, self.body_out = m.requests_body_bytes, m.responses_body_bytes
+        self.latency = m.requests_latency_by_view_method.labels(view=view, method=method)
+        self.by_status, self.by_status_view = m.responses_by_status, m.responses_by_status_view_method
+        self.by_charset = m.responses_by_charset.labels(charset="utf-8")
+        self.view, self.method = view, method
+
+    def record(self, *, status: int, body_in: int, body_out: int, seconds: float) -> None:
+        self.before_requests.inc()
+        self.by_method.inc()
+        self.by_transport.inc()
+        self.body_in.observe(body_in)
+        self.by_view.inc()
+        code = str(status)
+        self.by_status.labels(status=code).inc()
+        self.by_status_view.labels(status=code, view=self.view, method=self.method).inc()
+        self.by_charset.inc()
+        self.body_out.observe(body_out)
+        self.latency.observe(seconds)
+        self.before_responses.inc()
+        self.latency_with_middlewares.observe(seconds)
+
+
+class LeanRoutes:
+    """The WSGI application: ``routes`` by a lean handler when it can, else ``django``."""
+
+    def __init__(self, django: Callable[..., Iterable[bytes]], routes: Iterable[LeanRoute]) -> None:
+        self.django = django
+        self.routes: dict[tuple[str, str], tuple[LeanRoute, _RouteMetrics]] = {}
+        self.enabled = bool(getattr(settings, "SAGA_LEAN_ROUTES", True)) and not tracing_enabled()
+        for route in routes:
+            key = (route.method, reverse(route.url_name))
+            self.routes[key] = (route, _RouteMetrics(route.url_name, route.method))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        found = self.routes.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        if found is None or not self.enabled or not self._plain(environ):
+            return self.django(environ, start_response)
+        route, metrics = found
+        started = time.perf_counter()
+        length = int(environ["CONTENT_LENGTH"])
+        body = environ["wsgi.input"].read(length) if length else b""
+        signals.request_started.send(sender=type(self), environ=environ)
+        try:
+            answer = self._answer(route, LeanRequest(environ, body))
+        finally:
+            signals.request_finished.send(sender=type(self))
+        if answer is None:  # not sure: Django answers, reading the same body
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self.django(environ, start_response)
+        status, content, extra = answer
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Allow", route.allow),
+            *SECURITY_HEADERS,
+            ("Content-Length", str(len(content))),
+            *extra,
+        ]
+        start_response(f"{status} {REASONS.get(status, '')}".rstrip(), headers)
+        metrics.record(
+            status=status, body_in=length, body_out=len(content), seconds=time.perf_counter() - started
+        )
+        return [content]
+
+    @staticmethod
+    def _plain(environ: dict[str, Any]) -> bool:
+        """A request a lean handler may read: a JSON body of a known, bounded length, and an
+        answer in JSON acceptable; anything else (chunked, too large, another type) is
+        Django's to refuse in its own words."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return False
+        return (
+            0 < length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            and "HTTP_TRANSFER_ENCODING" not in environ
+            and not environ.get("SCRIPT_NAME")
+            and environ.get("CONTENT_TYPE", "").lower() in JSON_TYPES
+            and environ.get("HTTP_ACCEPT", "") in ANY_JSON_ACCEPT
+        )
+
+    @staticmethod
+    def _answer(route: LeanRoute, request: LeanRequest) -> tuple[int, bytes, list[tuple[str, str]]] | None:
+        try:
+            answer = route.handler(request)
+        except (OperationalError, InterfaceError):
+            log.warning("the database is away: 503 for %s %s", route.method, request.environ["PATH_INFO"])
+            return _as_answer(unavailable("database"))
+        except Exception:
+            log.exception("Internal Server Error: %s", request.environ["PATH_INFO"])
+            return _as_answer(handler500(None))  # type: ignore[arg-type]
+        return None if answer is None else (*answer, [])
+
+
+def _as_answer(response: Any) -> tuple[int, bytes, list[tuple[str, str]]]:
+    extra = [
+        (name, value) for name, value in response.items() if name not in ("Content-Type", "Content-Length")
+    ]
+    return response.status_code, response.content, extra

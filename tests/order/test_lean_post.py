@@ -1,0 +1,174 @@
+"""The order POST in front of Django (common/web/wsgi.py, order_svc/orders/api.py place_lean),
+called as gunicorn calls it — a WSGI environ — against real PostgreSQL: it answers the
+common case exactly as Django would, and hands everything else to Django intact."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import override_settings
+from prometheus_client import REGISTRY
+
+from common.messaging.models import OutboxMessage
+from common.web.wsgi import LeanRoute, LeanRoutes
+from order_svc.orders.api import place_lean
+from order_svc.orders.models import Order, SagaEvent
+from tests.unavailable import database_away
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORDER = {
+    "customer_id": "c-lean",
+    "items": [{"sku": "s1", "quantity": 2}],
+    "shipping_address": {"country": "FR"},
+}
+VARYING = {"Date", "Content-Length"}
+
+
+class CountingDjango:
+    """Django's WSGI handler, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.handler, self.calls = WSGIHandler(), 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        return self.handler(environ, start_response)
+
+
+def front(*, enabled: bool = True) -> tuple[LeanRoutes, CountingDjango]:
+    django = CountingDjango()
+    with override_settings(SAGA_LEAN_ROUTES=enabled):
+        app = LeanRoutes(
+            django, [LeanRoute("POST", "order-list", place_lean, allow="GET, POST, HEAD, OPTIONS")]
+        )
+    return app, django
+
+
+def call(
+    app: LeanRoutes, body: bytes | dict[str, Any], **headers: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/orders/",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8001",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(raw)),
+        "HTTP_AUTHORIZATION": f"Bearer {settings.SAGA_API_TOKEN}",
+    }
+    for name, value in headers.items():
+        key = name.upper()
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    answered: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+        answered["status"], answered["headers"] = int(status.split()[0]), dict(response_headers)
+
+    content = b"".join(app(environ, start_response))
+    assert int(answered["headers"].get("Content-Length", len(content))) == len(content)
+    return answered["status"], answered["headers"], json.loads(content) if content else {}
+
+
+def responses(status: str) -> float:
+    labels = {"status": status, "view": "order-list", "method": "POST"}
+    return REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels) or 0.0
+
+
+def test_a_plain_order_is_answered_in_front_of_django_as_django_answers_it() -> None:
+    lean, lean_django = front()
+    plain, plain_django = front(enabled=False)
+    before = responses("201")
+    status, headers, body = call(lean, ORDER)
+    assert (status, lean_django.calls) == (201, 0)
+    assert responses("201") == before + 1
+    status_d, headers_d, body_d = call(plain, ORDER)
+    assert (status_d, plain_django.calls) == (201, 1)
+    assert {k: v for k, v in headers.items() if k not in VARYING} == {
+        k: v for k, v in headers_d.items() if k not in VARYING
+    }
+    assert body.keys() == body_d.keys()
+    for key in ("customer_id", "status", "failure_reason", "total", "items", "shipping_address"):
+        assert body[key] == body_d[key]
+    assert [step["event_type"] for step in body["timeline"]] == ["OrderPlaced"]
+    # What it wrote is what the Django path writes: the order, its lines, its event and step.
+    order = Order.objects.get(id=body["id"])
+    assert [(line.sku, line.quantity) for line in order.lines.all()] == [("s1", 2)]
+    assert OutboxMessage.objects.filter(saga_id=order.id, event_type="OrderPlaced").count() == 1
+    assert SagaEvent.objects.filter(order_id=order.id, event_type="OrderPlaced").count() == 1
+
+
+def test_a_replayed_idempotency_key_is_answered_with_the_same_order() -> None:
+    app, django = front()
+    first = call(app, ORDER, HTTP_IDEMPOTENCY_KEY="k-lean-1")
+    again = call(app, ORDER, HTTP_IDEMPOTENCY_KEY="k-lean-1")
+    assert (first[0], again[0]) == (201, 200)
+    assert first[2]["id"] == again[2]["id"]
+    assert Order.objects.filter(idempotency_key="k-lean-1").count() == 1
+    conflict = call(app, {**ORDER, "customer_id": "other"}, HTTP_IDEMPOTENCY_KEY="k-lean-1")
+    assert (conflict[0], conflict[2]["error"], django.calls) == (409, "conflict", 1)  # Django words it
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (ORDER, {"HTTP_AUTHORIZATION": "Bearer wrong"}, 401),
+        (ORDER, {"HTTP_AUTHORIZATION": None}, 401),
+        (ORDER, {"HTTP_AUTHORIZATION": f"Token {'x'}"}, 401),
+        (ORDER, {"HTTP_IDEMPOTENCY_KEY": ""}, 400),
+        (ORDER, {"HTTP_ACCEPT": "text/html"}, 406),
+        (ORDER, {"CONTENT_TYPE": "text/plain"}, 415),
+        (ORDER, {"CONTENT_TYPE": "application/json; charset=latin-1"}, 201),  # DRF decodes it
+        ({**ORDER, "items": [{"sku": "s1", "quantity": 2.0}]}, {}, 201),  # the serializer takes 2.0
+        ({**ORDER, "items": []}, {}, 400),
+        ({**ORDER, "extra": 1}, {}, 201),  # DRF ignores unknown keys
+        (b'{"customer_id": NaN}', {}, 400),
+        (b"\xff\xfe", {}, 400),
+        (b"[" * 5000, {}, 400),
+        (ORDER, {"HTTP_TRANSFER_ENCODING": "chunked"}, 201),
+    ],
+)
+def test_anything_but_the_common_case_is_left_to_django(body, headers, status) -> None:
+    app, django = front()
+    answered, _, content = call(app, body, **headers)
+    assert (answered, django.calls) == (status, 1)
+    if status >= 400:
+        assert {"error", "message"} <= content.keys()
+
+
+def test_a_body_over_the_limit_is_refused_by_django() -> None:
+    app, django = front()
+    big = {**ORDER, "customer_id": "c" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}
+    assert call(app, big)[0] == 413
+    assert django.calls == 1
+
+
+def test_the_database_away_is_a_503_with_retry_after() -> None:
+    app, django = front()
+    with database_away():
+        status, headers, body = call(app, ORDER)
+    assert (status, django.calls) == (503, 0)
+    assert headers["Retry-After"] == "5"
+    assert (body["error"], body["unavailable"]) == ("service_unavailable", "database")
+    assert call(app, ORDER)[0] == 201  # and the next request has a connection again
+
+
+def test_switched_off_django_answers_every_post() -> None:
+    app, django = front(enabled=False)
+    assert call(app, ORDER)[0] == 201
+    assert django.calls == 1
