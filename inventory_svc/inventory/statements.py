@@ -62,8 +62,11 @@ reservations_settle = Statement(
 # A group-commit batch's products, locked in sku order before any handler runs.
 products_lock = Statement(
     "products_lock",
-    f"SELECT sku FROM {PRODUCTS} WHERE sku = ANY(%s)"
-    f" OR sku IN (SELECT product_id FROM {RESERVATIONS} WHERE order_id = ANY(%s))"
+    # One array of skus, so that the products are found through their index: with
+    # "sku = ANY(…) OR sku IN (…)" the generic plan scanned every product (1.5 ms a batch
+    # with 5 000 products, and growing with the catalogue).
+    f"SELECT sku FROM {PRODUCTS} WHERE sku = ANY(%s"
+    f" || ARRAY(SELECT product_id::text FROM {RESERVATIONS} WHERE order_id = ANY(%s)))"
     " ORDER BY sku FOR NO KEY UPDATE",
     ("text[]", "uuid[]"),
 )
