@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -48,15 +49,26 @@ log = logging.getLogger("django.request")  # where Django logs an unhandled erro
 Answer = tuple[int, bytes] | None
 Handler = Callable[["LeanRequest"], Answer]
 
-REASONS = {200: "OK", 201: "Created", 500: "Internal Server Error", 503: "Service Unavailable"}
-# What SecurityMiddleware and XFrameOptionsMiddleware add to an API answer with our settings
-# (tests/order/test_lean_post.py holds the two paths' headers equal).
-SECURITY_HEADERS = (
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-)
+
+def security_headers() -> tuple[tuple[str, str], ...]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to an API answer over plain
+    HTTP, from the same settings (tests/order/test_lean_post.py holds the two paths'
+    headers equal). HTTPS redirects and HSTS are not repeated here: with those settings
+    on, the lean path steps aside (``LeanRoutes.enabled``)."""
+    referrer = settings.SECURE_REFERRER_POLICY
+    headers = [
+        ("X-Frame-Options", settings.X_FRAME_OPTIONS),
+        ("X-Content-Type-Options", "nosniff") if settings.SECURE_CONTENT_TYPE_NOSNIFF else None,
+        ("Referrer-Policy", referrer if isinstance(referrer, str) else ",".join(referrer))
+        if referrer
+        else None,
+        ("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
+        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+        else None,
+    ]
+    return tuple(header for header in headers if header is not None)
+
+
 JSON_TYPES = frozenset(
     {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
 )
@@ -121,7 +133,17 @@ class LeanRoutes:
     def __init__(self, django: Callable[..., Iterable[bytes]], routes: Iterable[LeanRoute]) -> None:
         self.django = django
         self.routes: dict[tuple[str, str], tuple[LeanRoute, _RouteMetrics]] = {}
-        self.enabled = bool(getattr(settings, "SAGA_LEAN_ROUTES", True)) and not tracing_enabled()
+        self.enabled = (
+            bool(getattr(settings, "SAGA_LEAN_ROUTES", True))
+            and not tracing_enabled()
+            # HTTPS handled by Django's SecurityMiddleware (redirects, HSTS, a proxy's header)
+            and not (
+                settings.SECURE_SSL_REDIRECT
+                or settings.SECURE_HSTS_SECONDS
+                or settings.SECURE_PROXY_SSL_HEADER
+            )
+        )
+        self.security_headers = security_headers()
         for route in routes:
             key = (route.method, reverse(route.url_name))
             self.routes[key] = (route, _RouteMetrics(route.url_name, route.method))
@@ -146,11 +168,11 @@ class LeanRoutes:
         headers = [
             ("Content-Type", "application/json"),
             ("Allow", route.allow),
-            *SECURITY_HEADERS,
+            *self.security_headers,
             ("Content-Length", str(len(content))),
             *extra,
         ]
-        start_response(f"{status} {REASONS.get(status, '')}".rstrip(), headers)
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         metrics.record(
             status=status, body_in=length, body_out=len(content), seconds=time.perf_counter() - started
         )
@@ -169,6 +191,7 @@ class LeanRoutes:
             0 < length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             and "HTTP_TRANSFER_ENCODING" not in environ
             and not environ.get("SCRIPT_NAME")
+            and environ.get("wsgi.url_scheme") == "http"  # HTTPS: Django's security middleware
             and environ.get("CONTENT_TYPE", "").lower() in JSON_TYPES
             and environ.get("HTTP_ACCEPT", "") in ANY_JSON_ACCEPT
         )

@@ -41,9 +41,9 @@ class CountingDjango:
         return self.handler(environ, start_response)
 
 
-def front(*, enabled: bool = True) -> tuple[LeanRoutes, CountingDjango]:
+def front(*, enabled: bool = True, **overrides: Any) -> tuple[LeanRoutes, CountingDjango]:
     django = CountingDjango()
-    with override_settings(SAGA_LEAN_ROUTES=enabled):
+    with override_settings(SAGA_LEAN_ROUTES=enabled, **overrides):
         app = LeanRoutes(
             django, [LeanRoute("POST", "order-list", place_lean, allow="GET, POST, HEAD, OPTIONS")]
         )
@@ -172,3 +172,25 @@ def test_switched_off_django_answers_every_post() -> None:
     app, django = front(enabled=False)
     assert call(app, ORDER)[0] == 201
     assert django.calls == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"SECURE_SSL_REDIRECT": True},
+        {"SECURE_HSTS_SECONDS": 3600},
+        {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")},
+    ],
+)
+def test_with_https_settings_django_answers(overrides) -> None:
+    app, django = front(**overrides)
+    with override_settings(**overrides):
+        call(app, ORDER)
+    assert django.calls == 1  # redirects and HSTS stay Django's SecurityMiddleware's
+
+
+def test_the_security_headers_follow_the_settings() -> None:
+    app, _ = front(X_FRAME_OPTIONS="SAMEORIGIN", SECURE_REFERRER_POLICY=["origin", "strict-origin"])
+    status, headers, _ = call(app, ORDER)
+    assert status == 201
+    assert (headers["X-Frame-Options"], headers["Referrer-Policy"]) == ("SAMEORIGIN", "origin,strict-origin")
