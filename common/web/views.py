@@ -194,14 +194,13 @@ class KeyedResourceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 # The list of what a service keeps per order (reservations, payments, shipments), filtered
 # by ``?order_id=`` and by the text parameters a subclass names in ``text_filters``; the
-# subclass's ``select(**filters)`` is its selector. (A comment, not a docstring: the OpenAPI
-# schema would take a docstring as the description of every subclass's operation.)
+# subclass names its selector in ``select`` (``staticmethod(selectors.x_list)``). (A comment,
+# not a docstring: the OpenAPI schema would take a docstring as the description of every
+# subclass's operation.)
 class RecordsOfOrdersViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     schema = ApiSchema()
     text_filters: tuple[str, ...] = ()
-
-    def select(self, **filters: str | None) -> Any:
-        raise NotImplementedError
+    select: Callable[..., Any]
 
     def get_queryset(self) -> Any:
         filters = {name: text_query_param(self.request, name) for name in self.text_filters}

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 from common.web.api import MoneyField, StrictCharField, StrictIntegerField
@@ -39,6 +37,4 @@ class ProductViewSet(KeyedResourceViewSet):
 
 class ReservationViewSet(RecordsOfOrdersViewSet):
     serializer_class = ReservationSerializer
-
-    def select(self, **filters: str | None) -> Any:
-        return selectors.reservation_list(**filters)
+    select = staticmethod(selectors.reservation_list)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 from common.web.api import MoneyField, StrictCharField
@@ -35,6 +33,4 @@ class AccountViewSet(KeyedResourceViewSet):
 class PaymentViewSet(RecordsOfOrdersViewSet):
     serializer_class = PaymentSerializer
     text_filters = ("customer_id",)
-
-    def select(self, **filters: str | None) -> Any:
-        return selectors.payment_list(**filters)
+    select = staticmethod(selectors.payment_list)

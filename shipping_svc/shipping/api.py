@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 from common.web.views import RecordsOfOrdersViewSet
@@ -17,6 +15,4 @@ class ShipmentSerializer(serializers.ModelSerializer):
 
 class ShipmentViewSet(RecordsOfOrdersViewSet):
     serializer_class = ShipmentSerializer
-
-    def select(self, **filters: str | None) -> Any:
-        return selectors.shipment_list(**filters)
+    select = staticmethod(selectors.shipment_list)
