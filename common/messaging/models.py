@@ -6,6 +6,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class ParkedStatus(models.TextChoices):
+    PARKED = "PARKED"
+    REPLAYED = "REPLAYED"
+    DISCARDED = "DISCARDED"
+
+
 class OutboxMessage(models.Model):
     """An event written in the same transaction as the state change that caused it.
 
@@ -54,12 +60,6 @@ class InboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
-
-
-class ParkedStatus(models.TextChoices):
-    PARKED = "PARKED"
-    REPLAYED = "REPLAYED"
-    DISCARDED = "DISCARDED"
 
 
 class ParkedMessage(models.Model):

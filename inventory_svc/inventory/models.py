@@ -7,6 +7,12 @@ from common.errors import require_transition
 from common.messaging.ids import new_id
 
 
+class ReservationStatus(models.TextChoices):
+    RESERVED = "RESERVED"
+    RELEASED = "RELEASED"
+    DEDUCTED = "DEDUCTED"
+
+
 class Product(models.Model):
     """Stock of one sku. ``version`` guards every change (optimistic concurrency).
 
@@ -32,12 +38,6 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sku} ({self.available} available, {self.reserved} reserved)"
-
-
-class ReservationStatus(models.TextChoices):
-    RESERVED = "RESERVED"
-    RELEASED = "RELEASED"
-    DEDUCTED = "DEDUCTED"
 
 
 class Reservation(models.Model):

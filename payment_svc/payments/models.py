@@ -6,6 +6,11 @@ from django.utils import timezone
 from common.messaging.ids import new_id
 
 
+class PaymentKind(models.TextChoices):
+    CHARGE = "charge"
+    REFUND = "refund"
+
+
 class Account(models.Model):
     """A customer's balance. Conservation: ``opening_balance = balance + Σ charges − Σ refunds``."""
 
@@ -23,11 +28,6 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} ({self.balance})"
-
-
-class PaymentKind(models.TextChoices):
-    CHARGE = "charge"
-    REFUND = "refund"
 
 
 class Payment(models.Model):

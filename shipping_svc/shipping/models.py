@@ -7,6 +7,11 @@ from common.errors import require_transition
 from common.messaging.ids import new_id
 
 
+class ShipmentStatus(models.TextChoices):
+    SCHEDULED = "SCHEDULED"
+    CANCELLED = "CANCELLED"
+
+
 class Destination(models.Model):
     """Where an order goes, learnt from OrderPlaced (each service keeps what it needs)."""
 
@@ -17,11 +22,6 @@ class Destination(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id} → {self.country}"
-
-
-class ShipmentStatus(models.TextChoices):
-    SCHEDULED = "SCHEDULED"
-    CANCELLED = "CANCELLED"
 
 
 class Shipment(models.Model):
