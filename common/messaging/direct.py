@@ -33,7 +33,7 @@ from common.messaging import faults
 from common.messaging.broker import BatchPublisher, outgoing
 from common.messaging.envelope import Envelope
 from common.messaging.models import OutboxMessage
-from common.messaging.statements import Statement
+from common.messaging.statements import Statement, statement_cursor
 from common.observability import metrics
 from common.observability.tracing import publishing_each
 
@@ -154,7 +154,7 @@ class Pusher:
             self._busy += len(ids)  # flush() waits for this UPDATE too (reset after it, in _run)
         self._marked_at = time.monotonic()
         try:
-            with connection.cursor() as cursor:  # autocommit: one statement, no transaction to pay for
+            with statement_cursor() as cursor:  # autocommit: one statement, no transaction to pay for
                 _MARK.execute(cursor, [ids])
         except Exception:  # noqa: BLE001 - the relay will publish a copy: harmless
             log.warning("published %d events but could not mark them", len(ids), exc_info=True)

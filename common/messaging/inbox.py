@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import connection
-
 from common.messaging.envelope import Envelope
 from common.messaging.models import InboxMessage
 from common.messaging.sagas import saga_lock_key
-from common.messaging.statements import Statement
+from common.messaging.statements import Statement, statement_cursor
 
 # One statement: the sagas' advisory locks, taken in key order (the aggregate consumes the
 # sorted keys before the first row is inserted), then every inbox row. (One statement, not
@@ -42,7 +40,7 @@ def inbox_claim_many(envelopes: Sequence[Envelope], *, attempts: int = 0) -> set
     """
     if not envelopes:
         return set()
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         _CLAIM.execute(
             cursor,
             [

@@ -23,7 +23,7 @@ from common.messaging.direct import publish_after_commit
 from common.messaging.envelope import Envelope, EnvelopeError
 from common.messaging.groupcommit import defer
 from common.messaging.models import OutboxMessage
-from common.messaging.statements import Statement
+from common.messaging.statements import Statement, statement_cursor
 from common.observability.context import current_event
 from common.observability.tracing import current_trace
 
@@ -80,7 +80,7 @@ def _write(rows: list[tuple[Envelope, str]]) -> None:
         [body for _, body in rows],
         [envelope.occurred_at for envelope, _ in rows],
     ]
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         if on_commit:
             _INSERT.execute(cursor, columns)
             ids = {uuid.UUID(str(event_id)): row_id for event_id, row_id in cursor.fetchall()}

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from common.messaging.models import CancelledSaga
 from common.messaging.outbox import emit
 from common.messaging.registry import NOTICE_EVENTS
-from common.messaging.statements import Statement
+from common.messaging.statements import Statement, statement_cursor
 from common.observability.context import current_event
 
 P = ParamSpec("P")
@@ -66,7 +66,7 @@ def saga_mark_cancelled(*, saga_id: str, reason: str) -> bool:
     One ``INSERT … ON CONFLICT DO NOTHING`` (every service runs it for every cancelled
     saga): the ORM's ``get_or_create`` took a SELECT, a savepoint and an INSERT.
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         _MARK_CANCELLED.execute(cursor, [saga_id, reason])
         return cursor.rowcount == 1
 
@@ -82,7 +82,7 @@ def saga_facts(statement: Statement, params: list[Any]) -> tuple[Any, ...]:
     Handlers run for every event; asking "already done? cancelled? …" in one statement
     instead of one ORM query each is most of the difference in their CPU cost.
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statement.execute(cursor, params)
         return cursor.fetchone()
 

@@ -18,13 +18,14 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from common.errors import AlreadyExists
 from common.messaging.groupcommit import batching
 from common.messaging.ids import new_id
 from common.messaging.outbox import emit
 from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.statements import statement_cursor
 from common.observability import metrics
 from inventory_svc.inventory import statements
 from inventory_svc.inventory.models import Product, Reservation, ReservationStatus
@@ -95,7 +96,7 @@ def _apply(product: Stock | Product, *, available: int = 0, reserved: int = 0) -
     Plain SQL: this runs for every line of every order, and the ORM's query compilation
     cost several times the statement itself (profiled under ``make bench``).
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.product_apply.execute(cursor, [available, reserved, product.sku, product.version])
         if cursor.rowcount != 1:
             raise VersionConflict(product.sku)
@@ -110,7 +111,7 @@ def products_lock(*, skus: list[str], reserved_by: list[str]) -> None:
     any handler runs, every product lock of the batch follows the one global order.
     ``FOR NO KEY UPDATE`` is what the handlers' UPDATEs take anyway.
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.products_lock.execute(cursor, [skus, reserved_by])
 
 
@@ -148,7 +149,7 @@ def inventory_reserve(
     wanted = {item["sku"]: int(item["quantity"]) for item in items}
 
     def attempt() -> tuple[str, dict[str, Any]]:
-        with connection.cursor() as cursor:
+        with statement_cursor() as cursor:
             statements.products_read.execute(cursor, [list(wanted)])
             products = {row[0]: Stock(*row) for row in cursor.fetchall()}
         unknown = sorted(set(wanted) - set(products))
@@ -196,7 +197,7 @@ def inventory_reserve(
 
 def _reservations_insert(order_id: str, lines: list[tuple[str, int, Decimal]]) -> None:
     """The order's reservation lines, one INSERT."""
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.reservations_insert.execute(
             cursor,
             [
@@ -214,7 +215,7 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
     """Move the order's RESERVED lines to RELEASED or DEDUCTED, in sku order; return them."""
 
     def attempt() -> list[dict[str, Any]]:
-        with connection.cursor() as cursor:
+        with statement_cursor() as cursor:
             statements.reservations_read.execute(cursor, [order_id, ReservationStatus.RESERVED.value])
             reservations = [(row[0], row[1], Stock(*row[2:])) for row in cursor.fetchall()]
         if reservations:  # the lines read are RESERVED: the guard says where they may go
@@ -223,7 +224,7 @@ def _settle(*, order_id: str, to: str) -> list[dict[str, Any]]:
             back = quantity if to == ReservationStatus.RELEASED else 0
             _apply(product, available=back, reserved=-quantity)
         if reservations:  # one UPDATE for all of them
-            with connection.cursor() as cursor:
+            with statement_cursor() as cursor:
                 statements.reservations_settle.execute(
                     cursor, [str(to), [reservation_id for reservation_id, _, _ in reservations]]
                 )

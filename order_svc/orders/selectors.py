@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import Count, JSONField, QuerySet
 from django.utils import timezone
 
+from common.messaging.statements import statement_cursor
 from order_svc.orders import statements
 from order_svc.orders.models import OPEN_STATUSES, Order
 
@@ -58,7 +59,7 @@ def order_get(*, order_id: str) -> Order | None:
     """The order with its lines and timeline (``line_views``, ``step_views``): three prepared
     statements (GET /api/orders/{id}/ is what clients poll; the ORM's prefetching cost
     several times the queries)."""
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         row = statements.order_read.execute(cursor, [order_id]).fetchone()
         if row is None:
             return None

@@ -10,13 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.messaging.envelope import Envelope
 from common.messaging.groupcommit import defer
 from common.messaging.outbox import emit
 from common.messaging.sagas import saga_step
+from common.messaging.statements import statement_cursor
 from common.observability.tracing import annotate, continuing, current_trace
 from order_svc.orders import statements
 from order_svc.orders.metrics import saga_finished_if_terminal, saga_started
@@ -66,7 +67,7 @@ def _timeline_write(rows: list[_TimelineRow]) -> None:
     a notice (a step retried or parked somewhere) about a made-up saga id it is logged
     and dropped, as such an order never will exist (orders are created here first).
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.timeline_write.execute(cursor, _timeline_params(rows))
         missing = {str(event_id) for (event_id,) in cursor.fetchall()}
     for row in rows:
@@ -107,7 +108,7 @@ def _locked(order_id: str) -> Order:
     """Lock the order's row and load what a saga step needs of it (one prepared statement:
     this runs for almost every event the order sees, and the ORM's queryset machinery
     cost more CPU than the query)."""
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         row = statements.order_lock.execute(cursor, [order_id]).fetchone()
     if row is None:
         raise OrderNotFound(f"order {order_id} does not exist")
@@ -122,7 +123,7 @@ def _save(order: Order) -> None:
     values = [getattr(order, name) for name in statements.SAGA_FIELDS]
     for json_field in ("compensations_expected", "compensations_confirmed"):
         values[statements.SAGA_FIELDS.index(json_field)] = json.dumps(getattr(order, json_field))
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.order_save.execute(cursor, [*values, order.id])
     saga_finished_if_terminal(order, was=order.status_when_loaded)
 
@@ -154,7 +155,7 @@ def order_place(
                 updated_at=now,
             )
             lines = sorted(items, key=lambda item: item["sku"])
-            with connection.cursor() as cursor:
+            with statement_cursor() as cursor:
                 statements.order_insert.execute(
                     cursor,
                     [
@@ -228,7 +229,7 @@ def order_price(*, order_id: str, total: Decimal, unit_prices: dict[str, Decimal
     order = _locked(order_id)
     order.price(total=total)
     if unit_prices:  # one UPDATE for all lines
-        with connection.cursor() as cursor:
+        with statement_cursor() as cursor:
             statements.lines_price.execute(cursor, [list(unit_prices), list(unit_prices.values()), order.id])
     _save(order)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from common.errors import AlreadyExists
 from common.messaging.ids import new_id
 from common.messaging.outbox import emit
 from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.statements import statement_cursor
 from payment_svc.payments import statements
 from payment_svc.payments.models import Account, PaymentKind
 
@@ -44,7 +45,7 @@ def accounts_lock(*, customer_ids: list[str], charged_for: list[str]) -> None:
     one account, but a batch runs several in one transaction, so without this two
     batches could each hold an account the other one needs next.
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.accounts_lock.execute(cursor, [customer_ids, charged_for, PaymentKind.CHARGE.value])
 
 
@@ -75,7 +76,7 @@ def payment_charge(
         _decline(order_id, customer_id, money, "unknown_customer", f"unknown customer {customer_id}")
         return
     payment_id = new_id()
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.account_charge.execute(
             cursor, [amount, customer_id, amount, payment_id, order_id, PaymentKind.CHARGE.value, amount]
         )
@@ -107,7 +108,7 @@ def _refund(order_id: str) -> tuple[Charge | None, bool]:
     Plain SQL, three statements at most (every cancelled or failed saga runs it); the
     unique (order_id, kind) constraint still makes a second refund impossible.
     """
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.charge_read.execute(
             cursor, [order_id, PaymentKind.REFUND.value, order_id, PaymentKind.CHARGE.value]
         )

@@ -7,11 +7,11 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 
 from common.messaging.ids import new_id
 from common.messaging.outbox import emit
 from common.messaging.sagas import saga_facts, saga_mark_cancelled, saga_step
+from common.messaging.statements import statement_cursor
 from shipping_svc.shipping import statements
 from shipping_svc.shipping.models import Shipment, ShipmentStatus
 
@@ -31,7 +31,7 @@ def country_served(country: str) -> bool:
 @saga_step
 def destination_record(*, order_id: str, address: dict[str, Any]) -> None:
     # Once per order (a duplicate changes nothing): one INSERT … ON CONFLICT DO NOTHING.
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.destination_insert.execute(cursor, [order_id, address["country"], json.dumps(address)])
 
 
@@ -70,7 +70,7 @@ def shipment_schedule(*, order_id: str, shipping_address: dict[str, Any] | None 
         )
         return
     shipment_id = new_id()
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         statements.shipment_insert.execute(
             cursor, [shipment_id, order_id, ShipmentStatus.SCHEDULED.value, country]
         )
@@ -85,7 +85,7 @@ def shipment_schedule(*, order_id: str, shipping_address: dict[str, Any] | None 
 def shipment_cancel(*, order_id: str, reason: str) -> None:
     """The order was cancelled: refuse a late shipment, cancel a scheduled one, confirm."""
     saga_mark_cancelled(saga_id=order_id, reason=reason)
-    with connection.cursor() as cursor:  # plain SQL: this runs for every cancelled saga
+    with statement_cursor() as cursor:  # plain SQL: this runs for every cancelled saga
         statements.shipment_read.execute(cursor, [order_id])
         shipment = cursor.fetchone()  # order_id is unique: one shipment at most
         if shipment is not None and shipment[1] != ShipmentStatus.CANCELLED:  # cancelled once only
