@@ -40,6 +40,12 @@ _generation = itertools.count(1)
 _SQL_LOG = logging.getLogger("django.db.backends")  # where Django logs each query at DEBUG
 
 
+def _listened(db: Any) -> bool:
+    """Does something listen to this connection's queries: an ``execute_wrapper``
+    installed, or Django's SQL log at DEBUG? Then statements go through Django's cursor."""
+    return bool(db.execute_wrappers) or _SQL_LOG.isEnabledFor(logging.DEBUG)
+
+
 @dataclass
 class Statement:
     """One SQL statement with ``%s`` placeholders and the PostgreSQL type of each."""
@@ -110,7 +116,7 @@ class Statement:
         sql = self.execute_sql()
         db = cursor.db
         try:
-            if db.execute_wrappers or _SQL_LOG.isEnabledFor(logging.DEBUG):
+            if _listened(db):
                 cursor.execute(sql, list(params))
             else:
                 db.validate_no_broken_transaction()
@@ -175,7 +181,7 @@ def statement_cursor() -> Any:
     Django's own cursor, as for any query.
     """
     db = connections[DEFAULT_DB_ALIAS]
-    if db.execute_wrappers or _SQL_LOG.isEnabledFor(logging.DEBUG):
+    if _listened(db):
         return db.cursor()
     db.close_if_health_check_failed()
     db.ensure_connection()
