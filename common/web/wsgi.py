@@ -1,11 +1,12 @@
-"""A lean path in front of Django for a service's hottest request, and Django for the rest.
+"""A lean path in front of Django for a service's hottest requests, and Django for the rest.
 
 The order POST starts every saga, and under load most of the web process's CPU went to
 what that one request does not need: eleven middlewares (sessions, CSRF, messages,
 authentication for the admin, static files …), URL resolving, DRF's negotiation, request
-and response objects (py-spy, `make bench`; docs/performance.md). ``LeanRoutes`` answers
-chosen ``(method, path)`` pairs with a plain function and gives every other request to
-Django unchanged.
+and response objects (py-spy, `make bench`; docs/performance.md). A client's cancel of an
+order cost the same, about three times a lean POST. ``LeanRoutes`` answers chosen
+``(method, path)`` pairs (a path may have one argument, such as the order's id) with a plain
+function and gives every other request to Django unchanged.
 
 A lean handler answers only what it is sure of; for anything else it returns None and the
 request goes to Django as if the lean path did not exist (its body is handed on intact),
@@ -77,10 +78,12 @@ ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 
 @dataclass(frozen=True)
 class LeanRequest:
-    """What a lean handler may read: the WSGI environ and the body, already read."""
+    """What a lean handler may read: the WSGI environ, the body (already read) and the
+    path's one argument, for a route that has one (``LeanRoute.argument``)."""
 
     environ: dict[str, Any]
     body: bytes
+    argument: str = ""
 
     def header(self, name: str) -> str | None:
         """A request header by its HTTP name (``Idempotency-Key``), or None."""
@@ -93,6 +96,15 @@ class LeanRoute:
     url_name: str  # the Django URL it stands in for: its path, and the metrics' view label
     handler: Handler
     allow: str  # the Allow header Django's view answers with
+    # The URL's one argument (``pk`` of ``/api/orders/<pk>/cancel/``), handed to the handler
+    # as ``LeanRequest.argument``: any path segment without a ``/`` or ``.`` (what Django's
+    # router matches; the handler decides whether it names anything).
+    argument: str | None = None
+    # A request without a body is plain too (a POST whose every field is optional).
+    empty_body: bool = False
+
+
+_MARK = "lean-argument"  # stands for the argument when the route's path is reversed
 
 
 class _RouteMetrics:
@@ -143,22 +155,41 @@ class LeanRoutes:
                 or settings.SECURE_PROXY_SSL_HEADER
             )
         )
+        # With an argument: (method, the path before it, the path after it).
+        self.argument_routes: list[tuple[str, str, str, tuple[LeanRoute, _RouteMetrics]]] = []
         self.security_headers = security_headers()
         for route in routes:
-            key = (route.method, reverse(route.url_name))
-            self.routes[key] = (route, _RouteMetrics(route.url_name, route.method))
+            metrics = _RouteMetrics(route.url_name, route.method)
+            if route.argument is None:
+                self.routes[(route.method, reverse(route.url_name))] = (route, metrics)
+            else:
+                before, after = reverse(route.url_name, kwargs={route.argument: _MARK}).split(_MARK)
+                self.argument_routes.append((route.method, before, after, (route, metrics)))
+
+    def _route(self, method: str, path: str) -> tuple[tuple[LeanRoute, _RouteMetrics], str] | None:
+        found = self.routes.get((method, path))
+        if found is not None:
+            return found, ""
+        for route_method, before, after, found in self.argument_routes:
+            if method == route_method and path.startswith(before) and path.endswith(after):
+                argument = path[len(before) : len(path) - len(after)]
+                if argument and "/" not in argument and "." not in argument:
+                    return found, argument
+        return None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        found = self.routes.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
-        if found is None or not self.enabled or not self._plain(environ):
+        routed = (
+            self._route(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")) if self.enabled else None
+        )
+        if routed is None or not self._plain(environ, empty_ok=routed[0][0].empty_body):
             return self.django(environ, start_response)
-        route, metrics = found
+        (route, metrics), argument = routed
         started = time.perf_counter()
-        length = int(environ["CONTENT_LENGTH"])
+        length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         signals.request_started.send(sender=type(self), environ=environ)
         try:
-            answer = self._answer(route, LeanRequest(environ, body))
+            answer = self._answer(route, LeanRequest(environ, body, argument))
         finally:
             signals.request_finished.send(sender=type(self))
         if answer is None:  # not sure: Django answers, reading the same body
@@ -179,20 +210,22 @@ class LeanRoutes:
         return [content]
 
     @staticmethod
-    def _plain(environ: dict[str, Any]) -> bool:
-        """A request a lean handler may read: a JSON body of a known, bounded length, and an
-        answer in JSON acceptable; anything else (chunked, too large, another type) is
-        Django's to refuse in its own words."""
+    def _plain(environ: dict[str, Any], *, empty_ok: bool = False) -> bool:
+        """A request a lean handler may read: a JSON body of a known, bounded length (or, where
+        the route allows it, no body at all), and an answer in JSON acceptable; anything else
+        (chunked, too large, another type) is Django's to refuse in its own words."""
         try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
+            length = int(environ.get("CONTENT_LENGTH") or ("0" if empty_ok else ""))
         except ValueError:
             return False
+        if length == 0 and not empty_ok:
+            return False
         return (
-            0 < length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            0 <= length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             and "HTTP_TRANSFER_ENCODING" not in environ
             and not environ.get("SCRIPT_NAME")
             and environ.get("wsgi.url_scheme") == "http"  # HTTPS: Django's security middleware
-            and environ.get("CONTENT_TYPE", "").lower() in JSON_TYPES
+            and (length == 0 or environ.get("CONTENT_TYPE", "").lower() in JSON_TYPES)
             and environ.get("HTTP_ACCEPT", "") in ANY_JSON_ACCEPT
         )
 

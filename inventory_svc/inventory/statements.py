@@ -27,12 +27,20 @@ products_read = Statement(
     ("text[]",),
 )
 
-# The optimistic check: no row when the version moved on.
-product_apply = Statement(
-    "product_apply",
-    f"UPDATE {PRODUCTS} SET available = available + %s, reserved = reserved + %s,"
-    " version = version + 1, updated_at = now() WHERE sku = %s AND version = %s",
-    ("integer", "integer", "text", "integer"),
+# The optimistic check, for every product a step changes at once: a row whose version moved
+# on is not updated (fewer rows than changes). The products are locked in sku order first,
+# as the lines were one UPDATE each in sku order before, so that two transactions changing
+# the same products never wait on each other in a cycle, whatever join the plan picks.
+products_apply = Statement(
+    "products_apply",
+    "WITH change AS (SELECT * FROM unnest(%s, %s, %s, %s) AS c(sku, available, reserved, version)),"
+    f" locked AS MATERIALIZED (SELECT sku FROM {PRODUCTS} WHERE sku IN (SELECT sku FROM change)"
+    " ORDER BY sku FOR NO KEY UPDATE)"
+    f" UPDATE {PRODUCTS} AS p SET available = p.available + change.available,"
+    " reserved = p.reserved + change.reserved, version = p.version + 1, updated_at = now()"
+    " FROM change JOIN locked ON locked.sku = change.sku"
+    " WHERE p.sku = change.sku AND p.version = change.version",
+    ("text[]", "integer[]", "integer[]", "integer[]"),
 )
 
 reservations_insert = Statement(

@@ -129,6 +129,10 @@ class CancelInSerializer(serializers.Serializer):
     reason = StrictCharField(required=False, min_length=1, max_length=200)
 
 
+cancel_in = plain_input(CancelInSerializer)
+DEFAULT_CANCEL_REASON = "cancelled by the client"
+
+
 def fingerprint(data: dict[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -203,7 +207,7 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         order_id = _uuid_or_404(pk)
         incoming = CancelInSerializer(data=request.data if isinstance(request.data, dict) else {})
         incoming.is_valid(raise_exception=True)
-        reason = incoming.validated_data.get("reason") or "cancelled by the client"
+        reason = incoming.validated_data.get("reason") or DEFAULT_CANCEL_REASON
         try:
             services.order_cancel(order_id=order_id, reason=reason)
         except services.OrderNotFound as exc:
@@ -254,6 +258,35 @@ def place_lean(request: LeanRequest) -> Answer:
     except services.IdempotencyConflict:
         return None
     return code, _render(body)
+
+
+def cancel_lean(request: LeanRequest) -> Answer:
+    """``POST /api/orders/{id}/cancel/`` in front of Django, for the common case only: the API
+    token, an order id, and no body or a plainly valid one. The answer is the view's: 202
+    with the order, or 409 when it is past PENDING, worded as the API's error handler words
+    a Conflict. Anything else — an unknown order included — returns None: ``OrderViewSet.cancel``
+    answers it."""
+    if not bearer_token_ok(request.header("Authorization")):
+        return None
+    try:
+        order_id = str(uuid.UUID(request.argument))
+    except ValueError:
+        return None
+    data: dict[str, Any] | None = {}
+    if request.body:
+        try:
+            data = cancel_in(json.loads(request.body.decode(), parse_constant=_no_constants))
+        except (ValueError, RecursionError):
+            return None
+    if data is None:
+        return None
+    try:
+        services.order_cancel(order_id=order_id, reason=data.get("reason") or DEFAULT_CANCEL_REASON)
+    except services.OrderNotFound:
+        return None
+    except services.OrderNotCancellable as exc:
+        return status.HTTP_409_CONFLICT, _render({"error": Conflict.default_code, "message": str(exc)})
+    return status.HTTP_202_ACCEPTED, _render(order_out(selectors.order_get(order_id=order_id)))
 
 
 def _uuid_or_404(value: str | None) -> str:

@@ -4,6 +4,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 
 from common.messaging.consumer import Disposition
 from common.messaging.contracts import latest_version, validate_payload
@@ -149,9 +150,9 @@ def test_version_conflicts_are_retried_then_handed_to_the_tiers(stock, settings,
     calls = []
     real_apply = services._apply
 
-    def always_conflict(product, **kwargs):
-        calls.append(product.sku)
-        raise services.VersionConflict(product.sku)
+    def always_conflict(changes):
+        calls.append([product.sku for product, _, _ in changes])
+        raise services.VersionConflict("b-bolt")
 
     monkeypatch.setattr(services, "_apply", always_conflict)
     outcome = deliver(placed(str(uuid.uuid4()), [("b-bolt", 1)]))
@@ -164,9 +165,33 @@ def test_version_conflicts_are_retried_then_handed_to_the_tiers(stock, settings,
 
 def test_a_stale_version_matches_no_row(stock) -> None:
     stale = Product.objects.get(sku="b-bolt")
-    services._apply(Product.objects.get(sku="b-bolt"), available=-1, reserved=1)
+    services._apply([(Product.objects.get(sku="b-bolt"), -1, 1)])
     with pytest.raises(services.VersionConflict):
-        services._apply(stale, available=-1, reserved=1)
+        services._apply([(stale, -1, 1)])
+
+
+def test_one_stale_version_among_several_changes_none(stock) -> None:
+    """All the lines of a step in one UPDATE: one moved version fails the step, and the
+    savepoint around it (``_with_occ``) undoes the lines that did match."""
+    anvil, stale_bolt = Product.objects.get(sku="a-anvil"), Product.objects.get(sku="b-bolt")
+    services._apply([(Product.objects.get(sku="b-bolt"), -1, 1)])
+    with pytest.raises(services.VersionConflict), transaction.atomic():
+        services._apply([(anvil, -2, 2), (stale_bolt, -1, 1)])
+    assert Product.objects.get(sku="a-anvil").available == anvil.available
+    assert Product.objects.get(sku="b-bolt").available == stale_bolt.available - 1
+
+
+def test_several_changes_apply_together(stock) -> None:
+    anvil, bolt = Product.objects.get(sku="a-anvil"), Product.objects.get(sku="b-bolt")
+    services._apply([(bolt, -3, 3), (anvil, -1, 1)])  # any order: the statement locks in sku order
+    after = {p.sku: p for p in Product.objects.filter(sku__in=["a-anvil", "b-bolt"])}
+    assert (after["a-anvil"].available, after["a-anvil"].reserved) == (
+        anvil.available - 1,
+        anvil.reserved + 1,
+    )
+    assert (after["b-bolt"].available, after["b-bolt"].reserved) == (bolt.available - 3, bolt.reserved + 3)
+    assert after["a-anvil"].version == anvil.version + 1
+    assert after["b-bolt"].version == bolt.version + 1
 
 
 def test_rejecting_a_hundred_unknown_skus_keeps_the_reason_short(stock) -> None:
