@@ -318,9 +318,6 @@ def configure(namespace: dict[str, Any], *, service: str, domain_app: str) -> No
         SAGA_DB_PREPARE=env_bool("SAGA_DB_PREPARE", True),
         # The order POST answered in front of Django when it is plainly valid (common/web/wsgi.py).
         SAGA_LEAN_ROUTES=env_bool("SAGA_LEAN_ROUTES", True),
-        # A web request skips the database health check when its connection answered a request
-        # less than this long ago (common/web/api.py); 0: Django's check before every request.
-        SAGA_DB_FRESH_SECONDS=env_float("SAGA_DB_FRESH_SECONDS", 1.0),
         # Housekeeping (common/messaging/purge.py, run by each relay): an inbox row is kept
         # sum(SAGA_RETRY_DELAYS) + this margin (a parked copy can be replayed days later).
         SAGA_INBOX_REPLAY_MARGIN_SECONDS=env_float("SAGA_INBOX_REPLAY_MARGIN_SECONDS", 7 * 24 * 3600.0),

@@ -5,17 +5,15 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import select
 import sys
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.signals import got_request_exception, request_finished, request_started
-from django.db import InterfaceError, OperationalError, connections
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -244,53 +242,6 @@ def _note_unavailable(sender: Any, request: HttpRequest | None = None, **_: Any)
 
 
 got_request_exception.connect(_note_unavailable, dispatch_uid="saga-unavailable")
-
-
-# The database connection's health check ("SELECT 1" before a request's first query, Django's
-# CONN_HEALTH_CHECKS) is skipped when the connection ended a request without an error less
-# than SAGA_DB_FRESH_SECONDS ago and nothing waits on its socket: under load that check was
-# a round trip and a transaction per request, for a connection that had just answered. A
-# server that ended the session (the backend terminated, PostgreSQL restarted) has sent its
-# goodbye and closed the socket, which a poll sees at once: that connection is checked, and
-# replaced, as Django does. 0: check before every request.
-
-
-def _note_fresh(sender: Any, **_: Any) -> None:
-    """At a request's end (after Django closed what is unusable): note which connections are fine."""
-    fresh_for = settings.SAGA_DB_FRESH_SECONDS
-    if fresh_for <= 0:
-        return
-    until = time.monotonic() + fresh_for
-    for db in connections.all(initialized_only=True):
-        if db.connection is not None and not db.errors_occurred:
-            db.saga_fresh_until = until
-
-
-def _quiet(db: Any) -> bool:
-    """Nothing to read on the connection's socket (an idle session's server sends nothing,
-    unless it is ending it)."""
-    try:
-        readable, _, _ = select.select([db.connection.fileno()], [], [], 0)
-    except Exception:  # noqa: BLE001 - a closed or odd connection: let Django's check decide
-        return False
-    return not readable
-
-
-def _skip_fresh_checks(sender: Any, **_: Any) -> None:
-    """At a request's start (after Django asked for the checks): none for a fresh, quiet connection."""
-    now = time.monotonic()
-    for db in connections.all(initialized_only=True):
-        if (
-            db.connection is not None
-            and not db.errors_occurred
-            and now < getattr(db, "saga_fresh_until", 0.0)
-            and _quiet(db)
-        ):
-            db.health_check_done = True
-
-
-request_finished.connect(_note_fresh, dispatch_uid="saga-db-fresh")
-request_started.connect(_skip_fresh_checks, dispatch_uid="saga-db-fresh")
 
 
 def unavailable(what: str) -> JsonResponse:
