@@ -215,13 +215,12 @@ class LeanRoutes:
         the route allows it, no body at all), and an answer in JSON acceptable; anything else
         (chunked, too large, another type) is Django's to refuse in its own words."""
         try:
-            length = int(environ.get("CONTENT_LENGTH") or ("0" if empty_ok else ""))
+            length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return False
-        if length == 0 and not empty_ok:
-            return False
         return (
-            0 <= length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            (length > 0 or empty_ok)
+            and 0 <= length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             and "HTTP_TRANSFER_ENCODING" not in environ
             and not environ.get("SCRIPT_NAME")
             and environ.get("wsgi.url_scheme") == "http"  # HTTPS: Django's security middleware

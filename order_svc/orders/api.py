@@ -207,14 +207,13 @@ class OrderViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         order_id = _uuid_or_404(pk)
         incoming = CancelInSerializer(data=request.data if isinstance(request.data, dict) else {})
         incoming.is_valid(raise_exception=True)
-        reason = incoming.validated_data.get("reason") or DEFAULT_CANCEL_REASON
         try:
-            services.order_cancel(order_id=order_id, reason=reason)
+            code, body = _cancel(order_id, incoming.validated_data.get("reason"))
         except services.OrderNotFound as exc:
             raise NotFound(f"Order {pk} does not exist.") from exc
         except services.OrderNotCancellable as exc:
             raise Conflict(str(exc)) from exc
-        return Response(order_out(selectors.order_get(order_id=order_id)), status=status.HTTP_202_ACCEPTED)
+        return Response(body, status=code)
 
 
 def _place(data: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
@@ -230,6 +229,13 @@ def _place(data: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
     if not created:  # a replay: the order as it is now
         return status.HTTP_200_OK, order_out(selectors.order_get(order_id=str(order.id)))
     return status.HTTP_201_CREATED, order_out(order)
+
+
+def _cancel(order_id: str, reason: str | None) -> tuple[int, dict[str, Any]]:
+    """Cancel a PENDING order: (202, the order as it is now). OrderNotFound, or
+    OrderNotCancellable past PENDING."""
+    services.order_cancel(order_id=order_id, reason=reason or DEFAULT_CANCEL_REASON)
+    return status.HTTP_202_ACCEPTED, order_out(selectors.order_get(order_id=order_id))
 
 
 def _no_constants(name: str) -> Any:
@@ -281,12 +287,12 @@ def cancel_lean(request: LeanRequest) -> Answer:
     if data is None:
         return None
     try:
-        services.order_cancel(order_id=order_id, reason=data.get("reason") or DEFAULT_CANCEL_REASON)
+        code, body = _cancel(order_id, data.get("reason"))
     except services.OrderNotFound:
         return None
     except services.OrderNotCancellable as exc:
         return status.HTTP_409_CONFLICT, _render({"error": Conflict.default_code, "message": str(exc)})
-    return status.HTTP_202_ACCEPTED, _render(order_out(selectors.order_get(order_id=order_id)))
+    return code, _render(body)
 
 
 def _uuid_or_404(value: str | None) -> str:
