@@ -259,6 +259,7 @@ class EventConsumer:
         self._hub: Any = None
         self._buffer: list[Message] = []
         self._buffered_at = 0.0
+        self._deadline: Any = None  # the hub's timer that flushes a batch no later than MAX_WAIT_SECONDS
 
     # -- the event loop ---------------------------------------------------------------
 
@@ -282,6 +283,7 @@ class EventConsumer:
     def detach(self) -> None:
         if self._hub is not None:
             self._hub.on_tick.discard(self._on_tick)
+        self._disarm()
         self._hub = None
         self._buffer = []
 
@@ -291,13 +293,31 @@ class EventConsumer:
         kombu's reader reads one frame per turn and schedules itself again (``call_soon``)
         while the socket has more; a turn that finds nothing scheduled means it drained
         what the broker had sent, so waiting longer would only add latency. (A private
-        attribute of kombu's hub, pinned in requirements.txt; ``MAX_WAIT_SECONDS`` bounds
-        the wait should anything else keep the loop busy.)
+        attribute of kombu's hub, pinned in requirements.txt.) ``MAX_WAIT_SECONDS`` bounds the
+        wait: here should anything else keep the loop busy, and by the deadline timer
+        (``_on_deadline``) should the loop go to sleep with a batch waiting.
         """
         if self._buffer and (
             not getattr(self._hub, "_ready", None) or time.monotonic() - self._buffered_at > MAX_WAIT_SECONDS
         ):
             self._flush()
+
+    def _on_deadline(self) -> None:
+        """The batch's first delivery has waited ``MAX_WAIT_SECONDS``: handle the batch now.
+
+        Without this timer a batch could wait for the event loop's next wake-up, up to a
+        second or two: when the reader's last ``call_soon`` read the burst's last delivery,
+        the tick sees it scheduled and waits, and kombu's hub then polls the socket (now
+        empty) with its timers' timeout, not zero. A pending timer bounds that poll.
+        """
+        self._deadline = None
+        if self._buffer:
+            self._flush()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     # -- consumers ----------------------------------------------------------------------
 
@@ -350,6 +370,7 @@ class EventConsumer:
             return
         if not self._buffer:
             self._buffered_at = time.monotonic()
+            self._deadline = self._hub.call_later(MAX_WAIT_SECONDS, self._on_deadline)
         self._buffer.append(message)
         if len(self._buffer) >= self.batch_max:
             self._flush()
@@ -482,6 +503,7 @@ class EventConsumer:
         or in the batch, so the multiple-ack covers exactly the batch's deliveries.
         """
         messages, self._buffer = self._buffer, []
+        self._disarm()
         started = time.perf_counter()
         batch: list[tuple[Message, dict[str, Any], Envelope, Registration]] = []
         for message in messages:

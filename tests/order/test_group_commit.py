@@ -16,9 +16,11 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 from django.db import connection
+from kombu.asynchronous import Hub as KombuHub
+from kombu.asynchronous.timer import Timer
 
 from common.messaging.broker import Publisher, topology
-from common.messaging.consumer import ATTEMPT_HEADER, LAST_ERROR_HEADER, EventConsumer
+from common.messaging.consumer import ATTEMPT_HEADER, LAST_ERROR_HEADER, MAX_WAIT_SECONDS, EventConsumer
 from common.messaging.envelope import Envelope
 from common.messaging.signing import SIGNATURE_HEADER
 from common.observability import metrics
@@ -32,11 +34,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Hub:
-    """What the consumer uses of kombu's hub: its tick callbacks, and nothing scheduled."""
+    """What the consumer uses of kombu's hub: its tick callbacks, nothing scheduled, and a timer
+    that never fires (the test runs the tick itself)."""
 
     def __init__(self) -> None:
         self.on_tick: set = set()
         self._ready: set = set()
+        self.timer = Timer()
+
+    def call_later(self, delay: float, callback, *args):
+        return self.timer.call_after(delay, callback, args)
 
 
 def rejected(order_id: str) -> Envelope:
@@ -102,6 +109,46 @@ def test_a_batch_is_one_transaction_and_one_multiple_ack(broker, consumer) -> No
     assert counter(metrics.BATCHES, "order", "committed") == committed + 1
     assert counter(metrics.ACKS, "order") == acks + 1  # one basic.ack(multiple=True) for all five
     assert queue_is_empty(broker)
+
+
+def test_a_batch_never_waits_for_the_event_loops_next_wake_up(broker) -> None:  # noqa: F811
+    """kombu's real hub and reader: two deliveries already in the socket when the loop starts.
+
+    The reader reads one per turn; the second is read by its ``call_soon``, so the tick sees
+    the reader scheduled again and waits for more, and the hub then polls the (now empty)
+    socket with its timers' timeout — a second or more. The batch's deadline timer must bound
+    that poll: no poll while deliveries wait may sleep longer than MAX_WAIT_SECONDS.
+    """
+    orders = [str(place().id) for _ in range(2)]
+    publish([rejected(order_id) for order_id in orders])  # queued before the consumer starts
+    hub = KombuHub()
+    timeouts: list[tuple[float, int]] = []
+    consumer = EventConsumer()
+    consumer.batch_max = 16
+    try:
+        broker.transport.register_with_event_loop(broker.connection, hub)
+        poll = hub.poller.poll
+
+        def recording_poll(timeout):
+            timeouts.append((timeout, len(consumer.buffered)))
+            return poll(timeout)
+
+        hub.poller.poll = recording_poll
+        consumer.attach(hub)
+        channel = broker.channel()
+        with consumer.consumer(channel):
+            deadline = time.monotonic() + 10
+            while Order.objects.filter(id__in=orders, status="REJECTED").count() < 2:
+                assert time.monotonic() < deadline, "the batch was never handled"
+                hub.run_once()
+        waits = [timeout for timeout, buffered in timeouts if buffered]
+        assert waits, "no poll ran while deliveries were buffered: the test did not reach the case"
+        assert max(waits) <= MAX_WAIT_SECONDS + 0.005, f"polled {max(waits):.3f} s with a batch waiting"
+        assert queue_is_empty(broker)
+    finally:
+        consumer.detach()
+        consumer.publisher.close()
+        hub.close()
 
 
 def test_a_failing_delivery_never_fails_the_others(broker, consumer) -> None:  # noqa: F811
