@@ -258,7 +258,6 @@ class EventConsumer:
         self.batch_max: int = max(1, settings.SAGA_BATCH_MAX)
         self._hub: Any = None
         self._buffer: list[Message] = []
-        self._buffered_at = 0.0
         self._deadline: Any = None  # the hub's timer that flushes a batch no later than MAX_WAIT_SECONDS
 
     # -- the event loop ---------------------------------------------------------------
@@ -293,22 +292,20 @@ class EventConsumer:
         kombu's reader reads one frame per turn and schedules itself again (``call_soon``)
         while the socket has more; a turn that finds nothing scheduled means it drained
         what the broker had sent, so waiting longer would only add latency. (A private
-        attribute of kombu's hub, pinned in requirements.txt.) ``MAX_WAIT_SECONDS`` bounds the
-        wait: here should anything else keep the loop busy, and by the deadline timer
-        (``_on_deadline``) should the loop go to sleep with a batch waiting.
+        attribute of kombu's hub, pinned in requirements.txt.) The batch's deadline timer
+        (``_on_deadline``) bounds the wait, whether the loop stays busy or goes to sleep.
         """
-        if self._buffer and (
-            not getattr(self._hub, "_ready", None) or time.monotonic() - self._buffered_at > MAX_WAIT_SECONDS
-        ):
+        if self._buffer and not getattr(self._hub, "_ready", None):
             self._flush()
 
     def _on_deadline(self) -> None:
         """The batch's first delivery has waited ``MAX_WAIT_SECONDS``: handle the batch now.
 
-        Without this timer a batch could wait for the event loop's next wake-up, up to a
-        second or two: when the reader's last ``call_soon`` read the burst's last delivery,
-        the tick sees it scheduled and waits, and kombu's hub then polls the socket (now
-        empty) with its timers' timeout, not zero. A pending timer bounds that poll.
+        kombu's hub fires due timers on every turn of its loop, so this bounds the wait when
+        something keeps the loop busy. And without it a batch could wait for the loop's next
+        wake-up, up to a second or two: when the reader's last ``call_soon`` read the burst's
+        last delivery, the tick sees it scheduled and waits, and the hub then polls the
+        socket (now empty) with its timers' timeout, not zero. A pending timer bounds that poll.
         """
         self._deadline = None
         if self._buffer:
@@ -369,7 +366,6 @@ class EventConsumer:
             self._settling(message, self._on_message, message)
             return
         if not self._buffer:
-            self._buffered_at = time.monotonic()
             self._deadline = self._hub.call_later(MAX_WAIT_SECONDS, self._on_deadline)
         self._buffer.append(message)
         if len(self._buffer) >= self.batch_max:
